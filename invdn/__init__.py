@@ -1,0 +1,18 @@
+"""invdn: image denoising with an invertible network (InvDN), compared against DANet.
+
+`invdn.load("invdn")` / `invdn.load("danet-r")` give ready-to-use models (see `invdn.weights`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["load", "save"]
+
+
+def __getattr__(name: str) -> Any:  # lazy, so `invdn --help` does not import torch
+    if name in __all__:
+        from invdn import weights
+
+        return getattr(weights, name)
+    raise AttributeError(f"module 'invdn' has no attribute {name!r}")
