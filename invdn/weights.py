@@ -70,6 +70,7 @@ def save(model: nn.Module, path: str | Path, dtype: torch.dtype | None = None, e
     os.close(fd)
     try:
         save_file(state, tmp, metadata=meta)
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -136,6 +137,30 @@ def load(model: str = "invdn", path: str | Path | None = None, device: str | tor
     if net.model_type != model_type:
         raise WeightsError(f"{path} holds a {net.model_type!r} model, not {model_type!r}")
     return net
+
+
+def publish(source: str | Path, name: str, dtype: torch.dtype | None = None, card: dict | None = None) -> Path:
+    """Copy a trained model (a weights file) into weights/NAME.safetensors and list it in manifest.json.
+
+    `dtype` (e.g. torch.float16) shrinks the file; loading converts back to float32. `card` holds numbers for
+    the manifest entry (training pixels, steps, hardware...).
+    """
+    model = load_file_model(source)
+    meta = read_metadata(source)
+    extra = {k: v for k, v in meta.items() if k not in ("model_type", "model_args")}
+    path = save(model, weights_dir() / f"{name}.safetensors", dtype=dtype, extra=extra)
+    entries = manifest()
+    entries[model.model_type] = {
+        "file": path.name,
+        "sha256": sha256_file(path),
+        "dtype": str(dtype or torch.float32).removeprefix("torch."),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        **(card or {}),
+    }
+    tmp = weights_dir() / "manifest.json.tmp"
+    tmp.write_text(json.dumps(entries, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, weights_dir() / "manifest.json")
+    return path
 
 
 def weights_info(model: str) -> dict:
