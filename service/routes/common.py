@@ -1,0 +1,19 @@
+"""OpenAPI descriptions shared by the upload routes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from service.schemas import ErrorBody
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorBody, "description": "Malformed request body."},
+    413: {"model": ErrorBody, "description": "Upload over the byte limit, or image over the pixel limit."},
+    415: {"model": ErrorBody, "description": "Not an accepted image format (recognised by content)."},
+    422: {"model": ErrorBody, "description": "Invalid option, or an image that cannot be decoded."},
+    503: {
+        "model": ErrorBody,
+        "description": "Busy (queue full) or still loading models; retry after the Retry-After seconds.",
+        "headers": {"Retry-After": {"description": "Seconds to wait.", "schema": {"type": "integer"}}},
+    },
+}

@@ -1,0 +1,28 @@
+"""The route class of the upload endpoints: cheap refusals first, then an in-memory form."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from fastapi import Request, Response
+from fastapi.routing import APIRoute
+
+from service.uploads import InMemoryFormRequest
+
+
+class UploadRoute(APIRoute):
+    """Refuses (503 with Retry-After) before reading the body when the models are not ready or the inference queue
+    is full, so a busy server does not spend time and memory on uploads it will turn away; then parses the form
+    with `InMemoryFormRequest`, which never spools to disk."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def upload_handler(request: Request) -> Response:
+            state = request.app.state
+            state.models.ensure_ready()
+            state.queue.ensure_room()
+            return await handler(InMemoryFormRequest(request.scope, request.receive))
+
+        return upload_handler
