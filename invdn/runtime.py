@@ -7,12 +7,31 @@ import os
 import torch
 
 
+def _cgroup_cpu_limit() -> float | None:
+    """CPUs allowed by a cgroup quota (docker --cpus), or None when there is no quota."""
+    try:  # cgroup v2: "max 100000" or "150000 100000"
+        quota, period = open("/sys/fs/cgroup/cpu.max").read().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:  # cgroup v1
+        quota = int(open("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read())
+        period = int(open("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read())
+        return None if quota <= 0 else quota / period
+    except (OSError, ValueError):
+        return None
+
+
 def available_cores() -> int:
-    """Cores this process may run on (respects CPU affinity / container limits where the OS reports them)."""
+    """Cores this process may use: CPU affinity, capped by a cgroup CPU quota (containers) when there is one."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not on Linux
-        return max(1, os.cpu_count() or 1)
+        cores = os.cpu_count() or 1
+    limit = _cgroup_cpu_limit()
+    if limit is not None:
+        cores = min(cores, max(1, int(limit)))
+    return max(1, cores)
 
 
 def configure_threads(workers: int = 1, threads: int | None = None) -> int:

@@ -13,9 +13,10 @@ import click
 @click.option(
     "--workers",
     default=1,
+    envvar="INVDN_WORKERS",
     show_default=True,
     type=click.IntRange(1, 64),
-    help="Server processes; each loads both models, and torch threads are divided among them.",
+    help="Server processes (env INVDN_WORKERS); each loads both models, and torch threads are divided among them.",
 )
 @click.option(
     "--log-level",
