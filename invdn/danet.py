@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from invdn import kernels
+
 # The discriminator's five stride-2 convolutions and final 4x4 convolution reduce exactly this size to 1x1.
 CRITIC_PATCH = 128
 
@@ -30,6 +32,7 @@ class DANetConfig:
     depth: int = 5  # number of U-Net levels (inputs are padded to a multiple of 2**(depth - 1))
     slope: float = 0.2  # negative slope of every LeakyReLU (U-Nets and discriminator)
     critic_width: int = 64  # channels of the discriminator's first convolution (doubles five times)
+    fast: bool = True  # optimised kernels, same mathematics (channels-last, fused LeakyReLU); False: straightforward
 
 
 class _ConvPair(nn.Module):
@@ -81,6 +84,40 @@ class _UNet(nn.Module):
             _UpLevel(widths[level + 1], widths[level], slope) for level in reversed(range(depth - 1))
         )
         self.last = nn.Conv2d(widths[0], out_channels, 3, padding=1, bias=True)
+        self.slope = slope
+        self._inference_weights = kernels.WeightCache()
+
+    def _prepare(self, dtype: torch.dtype) -> dict[str, Tensor]:
+        """Inference copies of every weight: cast and channels-last (biases cast)."""
+        return {
+            name: kernels.prepared(p, dtype) if p.dim() == 4 else p.detach().to(dtype).contiguous()
+            for name, p in self.named_parameters()
+        }
+
+    @torch.no_grad()
+    def fast_forward(self, x: Tensor, dtype: torch.dtype) -> Tensor:
+        """`forward` for inference: channels-last, LeakyReLU inside the convolutions, convolutions in `dtype`."""
+        wts = self._inference_weights.get(list(self.parameters()), dtype, self._prepare)
+
+        def pair(prefix: str, t: Tensor) -> Tensor:
+            for i in (0, 2):
+                t = kernels.conv(
+                    t, wts[f"{prefix}.body.{i}.weight"], wts[f"{prefix}.body.{i}.bias"], "lrelu", slope=self.slope
+                )
+            return t
+
+        with torch.autocast(x.device.type, enabled=False):
+            t = kernels.channels_last(x.to(dtype))
+            skips = []
+            for level in range(len(self.encoder)):
+                t = pair(f"encoder.{level}", t)
+                if level < len(self.downsample):
+                    skips.append(t)
+                    t = kernels.conv(t, wts[f"downsample.{level}.weight"], None, stride=2, padding=1)
+            for index, skip in enumerate(reversed(skips)):
+                up = F.conv_transpose2d(t, wts[f"decoder.{index}.up.weight"], wts[f"decoder.{index}.up.bias"], stride=2)
+                t = pair(f"decoder.{index}.convs", torch.cat([up, skip], dim=1))
+            return kernels.conv(t, wts["last.weight"], wts["last.bias"])
 
     def forward(self, x: Tensor) -> Tensor:
         skips = []
@@ -153,7 +190,16 @@ class UNetD(nn.Module):
         """U(y): the noise predicted in the noisy image y (B, C, H, W)."""
         _check_image_batch(y, self.config.in_channels, "UNetD")
         height, width = y.shape[-2:]
-        return self.unet(_pad_to_multiple(y, self.multiple))[..., :height, :width]
+        padded = _pad_to_multiple(y, self.multiple)
+        if self.config.fast and kernels.plain_eager():
+            kernels.tune_allocator()
+            wants_grad = torch.is_grad_enabled() and (
+                y.requires_grad or any(p.requires_grad for p in self.parameters())
+            )
+            if not wants_grad:
+                return self.unet.fast_forward(padded, kernels.compute_dtype(y))[..., :height, :width].to(y.dtype)
+            padded = kernels.channels_last(padded)  # training: every convolution then runs channels-last
+        return self.unet(padded)[..., :height, :width]
 
     def forward(self, y: Tensor) -> Tensor:
         """The denoised image y - U(y), not clamped (training uses it as is)."""

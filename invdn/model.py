@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from invdn import kernels
 from invdn.coupling import AffineCoupling
 from invdn.haar import HaarDownsampling
 from invdn.invertible import InvertibleModule
@@ -34,6 +35,7 @@ class InvDNConfig:
     hidden: int = 64  # width of the subnets' hidden convolutions
     clamp: float = 1.0  # bound on the coupling log-scale s, |s| <= clamp
     memory_saving: bool = False  # RevNet-style backprop: keep no activations of the invertible chain
+    fast: bool = True  # optimised kernels, same mathematics (fused G/H, channels-last); False: straightforward code
 
     @classmethod
     def from_dict(cls, d: dict) -> InvDNConfig:
@@ -96,8 +98,79 @@ class InvDN(nn.Module):
     def multiple(self) -> int:
         return 2**self.config.levels
 
+    def _couplings(self) -> list[AffineCoupling]:
+        return [b for b in self.blocks if isinstance(b, AffineCoupling)]
+
+    def _sync_fast(self) -> bool:
+        """Pass `config.fast` on to the blocks (it may be changed after construction); return it."""
+        for block in self._couplings():
+            block.fast = self.config.fast
+        return self.config.fast
+
+    def _use_fast_inference(self, x: Tensor) -> bool:
+        """The fused no-autograd kernels apply: fast mode, no gradient wanted, fusable subnets."""
+        if not self._sync_fast() or not kernels.plain_eager():
+            return False
+        wants_grad = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters()))
+        return not wants_grad and all(b.fusable for b in self._couplings())
+
     def _chain(self, x: Tensor, rev: bool) -> tuple[Tensor, Tensor | None]:
+        if self._sync_fast() and x.dim() == 4:
+            kernels.tune_allocator()
+            x = kernels.channels_last(x)  # every convolution of the chain then runs channels-last
         return run_chain(list(self.blocks), x, rev=rev, memory_saving=self.config.memory_saving)
+
+    @torch.no_grad()
+    def _fast_chain(
+        self, x: Tensor | None, rev: bool, pair: tuple[Tensor, Tensor] | None = None, need_latent: bool = True
+    ) -> tuple[Tensor, Tensor | None]:
+        """The chain for inference on the split state (x1, x2), kept channels-last between coupling blocks.
+
+        Input: a full tensor `x` or an already split `pair`; output: the split (x1, x2) of the result.
+        With `need_latent=False` (forward only) the last block's G and H are skipped and x2 comes back None.
+        """
+        kernels.tune_allocator()
+        dtype = kernels.compute_dtype(x if x is not None else pair[0])  # bf16 under CPU autocast
+        split = self.config.split
+        blocks = list(reversed(self.blocks)) if rev else list(self.blocks)
+        last = len(blocks) - 1
+        full, a, b = x, None, None
+        if pair is not None:
+            a, b = (kernels.channels_last(t) for t in pair)
+        with torch.autocast(x.device.type if x is not None else a.device.type, enabled=False):
+            for index, block in enumerate(blocks):
+                if isinstance(block, AffineCoupling):
+                    if a is None:
+                        a, b = kernels.channels_last(full[:, :split]), kernels.channels_last(full[:, split:])
+                    if rev:
+                        a, b = block.fast_inverse(a, b, dtype)
+                    else:
+                        a, b = block.fast_forward(a, b, need_latent or index < last, dtype)
+                else:  # a Haar step: no parameters, runs on the whole state
+                    if a is not None:
+                        full, a, b = torch.cat([a, b], dim=1), None, None
+                    full, _ = block(full, rev=rev)
+        if a is None:
+            a, b = full[:, :split], full[:, split:]
+        return a, b
+
+    def _fast_encode_lr(self, xp: Tensor, need_latent: bool) -> tuple[Tensor, Tensor | None]:
+        """(lr, z or None) of a padded input through the fast chain."""
+        c = self.config.in_channels
+        a, b = self._fast_chain(xp, rev=False, need_latent=need_latent or c > self.config.split)
+        if b is None:
+            return a[:, :c], None
+        if a.shape[1] == c:
+            return a, b
+        out = torch.cat([a, b], dim=1)
+        return out[:, :c], out[:, c:]
+
+    def _fast_decode(self, lr: Tensor, z: Tensor) -> Tensor:
+        if lr.shape[1] == self.config.split:
+            a, b = self._fast_chain(None, rev=True, pair=(lr, z))
+        else:
+            a, b = self._fast_chain(torch.cat([lr, z], dim=1), rev=True)
+        return torch.cat([a, b], dim=1) if b is not None and b.shape[1] else a
 
     def encode(self, x: Tensor, with_logdet: bool = False) -> Encoded | tuple[Encoded, Tensor]:
         """x (B,3,H,W) -> Encoded(lr, z, size); with `with_logdet`, also log|det d(lr,z)/dx| per sample (B,).
@@ -106,6 +179,9 @@ class InvDN(nn.Module):
         """
         size = (x.shape[-2], x.shape[-1])
         xp = pad_to_multiple(x, self.multiple)
+        if not with_logdet and self._use_fast_inference(xp):
+            lr, z = self._fast_encode_lr(xp, need_latent=True)
+            return Encoded(lr.contiguous(), z.contiguous(), size)
         if with_logdet:
             out, log_det = run_chain(list(self.blocks), xp, rev=False, memory_saving=False)
         else:
@@ -116,7 +192,10 @@ class InvDN(nn.Module):
 
     def decode(self, lr: Tensor, z: Tensor, size: tuple[int, int] | None = None) -> Tensor:
         """The exact inverse of `encode`, through the same parameters; cropped to `size` when given."""
-        x, _ = self._chain(torch.cat([lr, z], dim=1), rev=True)  # (B, 3, H', W')
+        if self._use_fast_inference(lr):
+            x = self._fast_decode(lr, z).contiguous()
+        else:
+            x, _ = self._chain(torch.cat([lr, z], dim=1), rev=True)  # (B, 3, H', W')
         return x if size is None else x[..., : size[0], : size[1]]
 
     def sample_latent(self, lr: Tensor, generator: torch.Generator | None = None) -> Tensor:
@@ -135,7 +214,16 @@ class InvDN(nn.Module):
             raise ValueError("samples must be >= 1")
         total = torch.zeros_like(x)
         transforms = range(8) if ensemble else range(1)
+        fast = self._use_fast_inference(x)
         for k in transforms:
+            if fast:  # only lr is needed: the last block's G and H are skipped, z is never built
+                xk = dihedral(x, k)
+                size = (xk.shape[-2], xk.shape[-1])
+                lr, _ = self._fast_encode_lr(pad_to_multiple(xk, self.multiple), need_latent=False)
+                for _ in range(samples):
+                    out = self._fast_decode(lr, self.sample_latent(lr, generator))[..., : size[0], : size[1]]
+                    total += dihedral(out, k, inverse=True)
+                continue
             lr, _, size = self.encode(dihedral(x, k))
             for _ in range(samples):
                 out = self.decode(lr, self.sample_latent(lr, generator), size)

@@ -1,0 +1,469 @@
+"""Speed benchmark: inference seconds per megapixel, achieved GFLOP/s against a reference convolution, training
+pixels per second, all in one process on the same images, straightforward code against the optimised paths.
+
+- Inference: InvDN (fp32, bf16, 8-way ensemble) and DANet-R (fp32, bf16) at 0.25 MP (512x512) and 1 MP
+  (1024x1024) through `model.denoise` on the whole image, and at 12 MP (4000x3000) through the tiling engine
+  `invdn.inference.Denoiser` (its automatic tile size); CBM3D (`bm3d` package) at 1 MP. The straightforward
+  path (`config.fast = False`) runs beside the optimised one for before/after ratios.
+- FLOPs come from `invdn.flops` (torch.utils.flop_counter); achieved GFLOP/s counts output pixels only (tile
+  overlaps are extra work, not extra credit). `fraction_of_reference` divides by the rate of a 64->64 3x3
+  convolution, channels-last, on a 1x64x256x256 float32 tensor measured in this process.
+- Training: one optimisation step of the real task (`InvDNTask`, `DANetTask("l1")`: loss, backward, clip, Adam)
+  on a batch of 8 96x96 patches, from the shipped weights; InvDN plain and memory-saving, each path, and bf16
+  autocast where the trainer allows it, plus how far bf16 gradients are from fp32 ones (cosine, relative error).
+- Clock: best of `repeats` wall-clock runs; with one thread, the CPU time of that thread instead, which other
+  processes on a shared machine do not inflate (everything here computes on the calling thread).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from invdn import kernels
+from invdn.flops import flops_per_megapixel
+
+SIZES = {0.25: (512, 512), 1.0: (1024, 1024), 12.0: (4000, 3000)}  # nominal megapixels -> (width, height)
+SIGMA = 25.0  # noise of the benchmark images, 0-255 scale
+TRAIN_BATCH, TRAIN_PATCH = 8, 96
+
+
+@dataclass
+class SpeedRow:
+    method: str  # "InvDN", "InvDN x8 ensemble", "DANet-R", "CBM3D"
+    path: str  # "straightforward" (config.fast=False), "optimised", or "-" for CBM3D
+    precision: str  # "fp32" or "bf16" (CPU autocast)
+    megapixels: float  # nominal size: 0.25, 1 or 12
+    width: int
+    height: int
+    tile: int | None  # tile side when run through invdn.inference.Denoiser, else None (whole image)
+    seconds: float  # best of the timed runs
+    seconds_per_mp: float  # per output megapixel
+    gflops_per_s: float | None  # FLOPs of the network on the output pixels / seconds
+    fraction_of_reference: float | None  # gflops_per_s / the reference convolution's rate
+
+
+@dataclass
+class TrainRow:
+    model: str  # "InvDN" or "DANet-R"
+    mode: str  # "plain" or "memory-saving" (InvDN), "l1" (DANet-R)
+    path: str  # "straightforward" or "optimised"
+    precision: str  # "fp32" or "bf16" (autocast, as `invdn train --bf16`)
+    step_seconds: float  # best of the timed steps
+    pixels_per_s: float  # batch * patch^2 / step_seconds
+    speedup: float  # over the straightforward fp32 step of the same model and mode
+
+
+@dataclass
+class SpeedReport:
+    threads: int
+    clock: str  # "thread-cpu" or "wall"
+    reference_gflops_per_s: float
+    rows: list[SpeedRow] = field(default_factory=list)
+    training: list[TrainRow] = field(default_factory=list)
+    bf16_gradients: dict = field(default_factory=dict)  # model -> {"cosine", "relative_error"}
+    psnr: dict = field(default_factory=dict)  # bf16 PSNR cost, when a dataset was given
+    notes: list[str] = field(default_factory=list)
+
+
+class Timer:
+    """Best-of-N timing with the clock chosen for the thread count."""
+
+    def __init__(self, threads: int) -> None:
+        self.clock = time.thread_time if threads == 1 else time.perf_counter
+        self.name = "thread-cpu" if threads == 1 else "wall"
+
+    def best(self, fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
+        for _ in range(warmup):
+            fn()
+        best = math.inf
+        for _ in range(max(1, repeats)):
+            start = self.clock()
+            fn()
+            best = min(best, self.clock() - start)
+        return best
+
+
+def reference_gflops(timer: Timer, repeats: int = 5) -> float:
+    """GFLOP/s of a 64->64 3x3 convolution, channels-last, on a 1x64x256x256 float32 tensor."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 64, 256, 256, generator=gen).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(64, 64, 3, 3, generator=gen).contiguous(memory_format=torch.channels_last) * 0.05
+    b = torch.zeros(64)
+    with torch.inference_mode():
+        seconds = timer.best(lambda: F.conv2d(x, w, b, padding=1), repeats)
+    return 2 * 64 * 64 * 9 * 256 * 256 / seconds / 1e9
+
+
+def test_image(width: int, height: int, seed: int = 0) -> np.ndarray:
+    """A natural colour picture (scikit-image's astronaut) resized to width x height, with AWGN sigma 25."""
+    from PIL import Image
+    from skimage import data
+
+    clean = Image.fromarray(data.astronaut()).resize((width, height), Image.Resampling.BICUBIC)
+    pixels = np.asarray(clean, dtype=np.float32) / 255.0
+    noise = np.random.default_rng(seed).standard_normal(pixels.shape).astype(np.float32) * (SIGMA / 255.0)
+    return np.clip(pixels + noise, 0.0, 1.0)
+
+
+def _autocast(precision: str):
+    return torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
+
+
+def _whole_image_call(model: nn.Module, pixels: np.ndarray, precision: str, ensemble: bool) -> Callable[[], object]:
+    x = torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1)))[None]
+
+    def run() -> object:
+        with torch.inference_mode(), _autocast(precision):
+            if model.model_type == "invdn":
+                return model.denoise(x, ensemble=ensemble, generator=torch.Generator().manual_seed(0))
+            return model.denoise(x, ensemble=ensemble)
+
+    return run
+
+
+def _set_fast(model: nn.Module, fast: bool) -> None:
+    model.config.fast = fast
+
+
+def inference_rows(
+    models: dict[str, nn.Module],
+    sizes: list[float],
+    timer: Timer,
+    reference: float,
+    repeats: int,
+    straightforward_sizes: list[float],
+    ensemble_sizes: list[float],
+) -> list[SpeedRow]:
+    from invdn.inference import Denoiser
+
+    rows = []
+    for mp in sizes:
+        width, height = SIZES[mp]
+        pixels = test_image(width, height)
+        out_mp = width * height / 1e6
+        for label, model in models.items():
+            flops = flops_per_megapixel(model)
+            variants = [("optimised", "fp32", False), ("optimised", "bf16", False)]
+            if mp in straightforward_sizes:
+                variants.insert(0, ("straightforward", "fp32", False))
+            if model.model_type == "invdn" and mp in ensemble_sizes:
+                variants.append(("optimised", "fp32", True))
+            for path, precision, ensemble in variants:
+                _set_fast(model, path == "optimised")
+                tile = None
+                if mp >= 12:
+                    denoiser = Denoiser(model, device="cpu", precision=precision)
+                    tile = denoiser.tile_size()
+
+                    def run(denoiser: Denoiser = denoiser, ensemble: bool = ensemble, pixels=pixels) -> object:
+                        return denoiser(pixels, ensemble=ensemble, seed=0)
+
+                    seconds = timer.best(run, repeats=1, warmup=0)
+                else:
+                    seconds = timer.best(_whole_image_call(model, pixels, precision, ensemble), repeats)
+                work = flops * out_mp * (8 if ensemble else 1)
+                gflops = work / seconds / 1e9
+                rows.append(
+                    SpeedRow(
+                        method=label + (" x8 ensemble" if ensemble else ""),
+                        path=path,
+                        precision=precision,
+                        megapixels=mp,
+                        width=width,
+                        height=height,
+                        tile=tile,
+                        seconds=seconds,
+                        seconds_per_mp=seconds / out_mp,
+                        gflops_per_s=gflops,
+                        fraction_of_reference=gflops / reference,
+                    )
+                )
+            _set_fast(model, True)
+    return rows
+
+
+def cbm3d_row(timer: Timer, mp: float = 1.0) -> SpeedRow:
+    from invdn.evaluation import _bm3d
+
+    width, height = SIZES[mp]
+    pixels = test_image(width, height)
+    seconds = timer.best(lambda: _bm3d(pixels, SIGMA / 255.0), repeats=1, warmup=0)
+    out_mp = width * height / 1e6
+    return SpeedRow("CBM3D", "-", "fp64", mp, width, height, None, seconds, seconds / out_mp, None, None)
+
+
+# ---- training ----
+
+
+def _training_batch(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    from skimage import data
+
+    clean = torch.from_numpy(data.astronaut().astype(np.float32) / 255.0).permute(2, 0, 1)
+    gen = torch.Generator().manual_seed(seed)
+    crops = []
+    for _ in range(TRAIN_BATCH):
+        top, left = (int(torch.randint(0, 512 - TRAIN_PATCH, (1,), generator=gen)) for _ in range(2))
+        crops.append(clean[:, top : top + TRAIN_PATCH, left : left + TRAIN_PATCH])
+    clean_batch = torch.stack(crops)
+    noisy = clean_batch + torch.randn(clean_batch.shape, generator=gen) * (SIGMA / 255.0)
+    return noisy, clean_batch
+
+
+def _make_task(model: str, fast: bool, memory_saving: bool):
+    from invdn.weights import load
+
+    if model == "invdn":
+        from invdn.invdn_training import InvDNTask
+        from invdn.model import InvDNConfig
+
+        task = InvDNTask(InvDNConfig(memory_saving=memory_saving, fast=fast))
+        task.modules["main"].load_state_dict(load("invdn").state_dict())
+        return task
+    from invdn.danet import DANetConfig
+    from invdn.danet_training import DANetTask
+
+    task = DANetTask("l1", config=DANetConfig(fast=fast))
+    task.modules["main"].load_state_dict(load("danet-r").state_dict())
+    return task
+
+
+def training_rows(timer: Timer, repeats: int) -> list[TrainRow]:
+    noisy, clean = _training_batch()
+    pixels = TRAIN_BATCH * TRAIN_PATCH * TRAIN_PATCH
+    plan = [
+        ("InvDN", "invdn", "plain", False, [("straightforward", "fp32"), ("optimised", "fp32"), ("optimised", "bf16")]),
+        ("InvDN", "invdn", "memory-saving", True, [("straightforward", "fp32"), ("optimised", "fp32")]),
+        (
+            "DANet-R",
+            "danet-r",
+            "l1",
+            False,
+            [("straightforward", "fp32"), ("optimised", "fp32"), ("optimised", "bf16")],
+        ),
+    ]
+    rows = []
+    for label, model, mode, memory_saving, variants in plan:
+        base = None
+        for path, precision in variants:
+            task = _make_task(model, path == "optimised", memory_saving)
+
+            def step(task=task, precision: str = precision) -> None:
+                torch.manual_seed(0)
+                with _autocast(precision):
+                    task.step(noisy, clean)
+
+            seconds = timer.best(step, repeats)
+            base = seconds if base is None else base
+            rows.append(TrainRow(label, mode, path, precision, seconds, pixels / seconds, base / seconds))
+    return rows
+
+
+def bf16_gradient_agreement() -> dict:
+    """Cosine similarity and relative L2 error of bf16-autocast gradients against fp32 ones, one batch."""
+    from invdn.losses import backward_loss, forward_loss
+    from invdn.weights import load
+
+    noisy, clean = _training_batch(seed=1)
+    out = {}
+    for name in ("invdn", "danet-r"):
+        model = load(name)
+        model.train()
+        grads = []
+        for precision in ("fp32", "bf16"):
+            model.zero_grad(set_to_none=True)
+            torch.manual_seed(0)
+            with _autocast(precision):
+                if name == "invdn":
+                    lr, _, size = model.encode(noisy)
+                    recon = model.decode(lr, model.sample_latent(lr), size)
+                    loss = forward_loss(lr.float(), clean) + backward_loss(recon.float(), clean)
+                else:
+                    loss = F.l1_loss(model(noisy).float(), clean)
+            loss.backward()
+            grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+        fp32, bf16 = grads
+        out[name] = {
+            "cosine": float(F.cosine_similarity(fp32, bf16, dim=0)),
+            "relative_error": float((bf16 - fp32).norm() / fp32.norm()),
+        }
+    return out
+
+
+# ---- bf16 accuracy on a dataset ----
+
+
+def bf16_psnr_cost(dataset: str | Path, limit: int | None, sigma: float = SIGMA) -> dict:
+    """Mean PSNR (8-bit outputs) of each network in fp32 and bf16 on AWGN `sigma`, same noisy images and draws."""
+    from invdn.data import FullImageFolder
+    from invdn.metrics import psnr, quantize8
+    from invdn.noise import seed_from
+    from invdn.weights import load
+
+    folder = FullImageFolder(dataset, noise=f"awgn:{sigma:g}", limit=limit)
+    result: dict = {"dataset": Path(dataset).name, "images": len(folder), "sigma": sigma}
+    for name, label in (("invdn", "InvDN"), ("danet-r", "DANet-R")):
+        model = load(name).eval()
+        scores: dict[str, list[float]] = {"fp32": [], "bf16": []}
+        for index in range(len(folder)):
+            item = folder[index]
+            noisy, clean = item["noisy"][None], item["clean"]
+            target = quantize8(clean.permute(1, 2, 0).numpy())
+            for precision in scores:
+                with torch.inference_mode(), _autocast(precision):
+                    if name == "invdn":
+                        gen = torch.Generator().manual_seed(seed_from(0, "bench", item["name"]))
+                        out = model.denoise(noisy, generator=gen)
+                    else:
+                        out = model.denoise(noisy)
+                image = out[0].float().clamp(0, 1).permute(1, 2, 0).numpy()
+                scores[precision].append(psnr(quantize8(image), target))
+        fp32, bf16 = float(np.mean(scores["fp32"])), float(np.mean(scores["bf16"]))
+        result[label] = {"fp32_psnr": fp32, "bf16_psnr": bf16, "cost_db": fp32 - bf16}
+    return result
+
+
+# ---- the whole run ----
+
+
+def run(
+    quick: bool = False,
+    threads: int | None = None,
+    repeats: int | None = None,
+    psnr_data: str | Path | None = None,
+    psnr_limit: int | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> SpeedReport:
+    from invdn.runtime import configure_threads
+    from invdn.weights import load
+
+    say = progress or (lambda message: None)
+    used = configure_threads(threads=threads)
+    kernels.tune_allocator()
+    timer = Timer(used)
+    repeats = repeats if repeats is not None else (1 if quick else 3)
+    report = SpeedReport(threads=used, clock=timer.name, reference_gflops_per_s=0.0)
+    say("reference convolution")
+    report.reference_gflops_per_s = reference_gflops(timer)
+    models = {"InvDN": load("invdn").eval(), "DANet-R": load("danet-r").eval()}
+    for label, model in models.items():
+        if not getattr(model, "pretrained", False):
+            report.notes.append(f"{label}: no shipped weights found, random init (speed is unaffected)")
+    sizes = [0.25, 1.0] if quick else [0.25, 1.0, 12.0]
+    say("inference " + ", ".join(f"{s:g} MP" for s in sizes))
+    report.rows = inference_rows(
+        models,
+        sizes,
+        timer,
+        report.reference_gflops_per_s,
+        repeats,
+        straightforward_sizes=sizes,
+        ensemble_sizes=[0.25],
+    )
+    report.notes.append("8-way ensemble measured at 0.25 MP only (at 12 MP it would take ~8x the fp32 time)")
+    if quick:
+        report.notes.append("--quick: no 12 MP rows and no CBM3D")
+    else:
+        say("CBM3D 1 MP")
+        report.rows.append(cbm3d_row(timer))
+    say("training steps")
+    report.training = training_rows(timer, repeats)
+    say("bf16 gradients")
+    report.bf16_gradients = bf16_gradient_agreement()
+    if psnr_data is not None:
+        say("bf16 PSNR cost")
+        report.psnr = bf16_psnr_cost(psnr_data, psnr_limit)
+    return report
+
+
+def summary(report: SpeedReport) -> dict:
+    """The acceptance figures of issue 5, computed from the rows."""
+
+    def row(method: str, path: str, precision: str, mp: float) -> SpeedRow | None:
+        for r in report.rows:
+            if (r.method, r.path, r.precision, r.megapixels) == (method, path, precision, mp):
+                return r
+        return None
+
+    out: dict = {}
+    for mp in sorted({r.megapixels for r in report.rows if r.method == "InvDN"}):
+        fast, bf16, straight = (
+            row("InvDN", p, q, mp)
+            for p, q in (("optimised", "fp32"), ("optimised", "bf16"), ("straightforward", "fp32"))
+        )
+        key = f"{mp:g}MP"
+        if fast is not None:
+            out[f"invdn_fp32_fraction_of_reference_{key}"] = fast.fraction_of_reference
+            if bf16 is not None:
+                out[f"invdn_bf16_speedup_over_fp32_{key}"] = fast.seconds / bf16.seconds
+            if straight is not None:
+                out[f"invdn_optimised_speedup_over_straightforward_{key}"] = straight.seconds / fast.seconds
+    for t in report.training:
+        if t.path == "optimised":
+            out[f"train_{t.model}_{t.mode}_{t.precision}_speedup".replace("-", "_").lower()] = t.speedup
+    for label in ("InvDN", "DANet-R"):
+        if label in report.psnr:
+            out[f"{label.lower().replace('-', '_')}_bf16_psnr_cost_db"] = report.psnr[label]["cost_db"]
+    return out
+
+
+def format_table(report: SpeedReport) -> str:
+    ref = report.reference_gflops_per_s
+    lines = [
+        f"threads {report.threads}, clock {report.clock}; reference conv 64->64 3x3 channels-last 1x64x256x256 "
+        f"fp32: {ref:.0f} GFLOP/s",
+        "",
+        f"{'method':<19} {'path':<16} {'prec':<5} {'MP':>5} {'size':>9} {'tile':>5} {'s':>8} {'s/MP':>7} "
+        f"{'GFLOP/s':>8} {'of ref':>7}",
+    ]
+    for r in report.rows:
+        gflops = f"{r.gflops_per_s:8.0f}" if r.gflops_per_s is not None else f"{'-':>8}"
+        frac = f"{r.fraction_of_reference:7.2f}" if r.fraction_of_reference is not None else f"{'-':>7}"
+        lines.append(
+            f"{r.method:<19} {r.path:<16} {r.precision:<5} {r.megapixels:5.2f} {r.width:>4}x{r.height:<4} "
+            f"{r.tile or '-':>5} {r.seconds:8.2f} {r.seconds_per_mp:7.2f} {gflops} {frac}"
+        )
+    lines += [
+        "",
+        f"training step, batch {TRAIN_BATCH} x {TRAIN_PATCH}x{TRAIN_PATCH} (loss, backward, clip, Adam):",
+        f"{'model':<8} {'mode':<14} {'path':<16} {'prec':<5} {'step s':>7} {'kpx/s':>7} {'speedup':>8}",
+    ]
+    for t in report.training:
+        lines.append(
+            f"{t.model:<8} {t.mode:<14} {t.path:<16} {t.precision:<5} {t.step_seconds:7.3f} "
+            f"{t.pixels_per_s / 1e3:7.1f} {t.speedup:8.2f}"
+        )
+    if report.bf16_gradients:
+        lines.append("")
+        for name, g in report.bf16_gradients.items():
+            lines.append(
+                f"bf16 autocast gradients vs fp32, {name}: cosine {g['cosine']:.5f}, "
+                f"relative error {g['relative_error']:.4f}"
+            )
+    if report.psnr:
+        p = report.psnr
+        lines.append("")
+        lines.append(f"bf16 PSNR cost on {p['dataset']} ({p['images']} images) sigma {p['sigma']:g}:")
+        for label in ("InvDN", "DANet-R"):
+            v = p[label]
+            lines.append(
+                f"  {label:<8} fp32 {v['fp32_psnr']:.3f} dB, bf16 {v['bf16_psnr']:.3f} dB, cost {v['cost_db']:+.3f} dB"
+            )
+    lines.append("")
+    lines += [f"{k}: {v:.3f}" for k, v in summary(report).items()]
+    lines += [f"note: {n}" for n in report.notes]
+    return "\n".join(lines)
+
+
+def as_json(report: SpeedReport) -> str:
+    return json.dumps({**asdict(report), "summary": summary(report)}, indent=2)
