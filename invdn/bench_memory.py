@@ -65,13 +65,35 @@ def saved_bytes(blocks: int, memory_saving: bool, batch: int, size: int, device:
     return total
 
 
+def _reset_peak_rss() -> bool:
+    """Reset the kernel's high-water mark of this process's RSS (Linux); a fresh exec inherits the parent's."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_rss() -> int:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def child_peak(blocks: int, memory_saving: bool, batch: int, size: int, device: str) -> dict:
     """Run in a fresh process: one step, then report peak RSS (and CUDA peak)."""
     model, x, target, gen = _setup(blocks, memory_saving, batch, size, device)
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
+    _reset_peak_rss()
     _step(model, x, target, gen)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = _peak_rss()
     cuda = torch.cuda.max_memory_allocated() if device == "cuda" else None
     return {"peak_rss_bytes": peak, "cuda_max_allocated": cuda}
 
