@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from invdn import kernels
+from invdn.flops import count_parameters
 
 # The discriminator's five stride-2 convolutions and final 4x4 convolution reduce exactly this size to 1x1.
 CRITIC_PATCH = 128
@@ -303,11 +304,6 @@ class Discriminator(nn.Module):
                 f"exactly that size to 1x1), got {pair.shape[-2]}x{pair.shape[-1]}"
             )
         return self.score(self.features(pair).flatten(1)).view(-1)
-
-
-def count_parameters(module: nn.Module) -> int:
-    """Number of scalar parameters in a module."""
-    return sum(p.numel() for p in module.parameters())
 
 
 def danet_parameter_counts(config: DANetConfig | None = None) -> dict[str, int]:

@@ -29,6 +29,7 @@ from PIL import Image
 from torch import nn
 
 from invdn.data import FullImageFolder, PairedFolder, list_images
+from invdn.flops import count_parameters
 from invdn.metrics import psnr, quantize8, ssim
 from invdn.noise import clip8, make_noise, seed_from
 
@@ -146,11 +147,6 @@ class EvalResults:
     conditions: dict[str, list[Condition]] = field(default_factory=dict)  # dataset name -> its conditions
     failures: list[dict[str, str]] = field(default_factory=list)  # {"path", "error"} for skipped images
     models: list[dict] = field(default_factory=list)  # model descriptions (type, params, weights)
-
-
-def count_parameters(model: nn.Module) -> int:
-    """Number of parameters of a model."""
-    return sum(p.numel() for p in model.parameters())
 
 
 def _model_device(model: nn.Module) -> torch.device:

@@ -1,4 +1,4 @@
-"""FLOPs measured with torch.utils.flop_counter (not estimated by hand)."""
+"""What a model costs: parameter counts, and FLOPs measured with torch.utils.flop_counter (not estimated by hand)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,11 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
+
+
+def count_parameters(module: nn.Module) -> int:
+    """Number of scalar parameters (trainable and frozen; invdn's networks have no frozen ones)."""
+    return sum(p.numel() for p in module.parameters())
 
 
 def count_flops(fn: Callable[[], object]) -> int:

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from invdn import kernels
 from invdn.coupling import AffineCoupling
+from invdn.flops import count_parameters  # noqa: F401  (re-exported: invdn.model.count_parameters)
 from invdn.haar import HaarDownsampling
 from invdn.invertible import InvertibleModule
 from invdn.reversible import run_chain
@@ -234,7 +235,3 @@ class InvDN(nn.Module):
         """Same as `denoise` with one draw (kept so the module can be traced and counted)."""
         lr, z, size = self.encode(x)
         return self.decode(lr, torch.zeros_like(z), size)
-
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from invdn.flops import count_parameters
 from service.config import Settings
 from service.errors import NotReady, Overloaded
 
@@ -44,11 +45,6 @@ def shipped_model_provider(settings: Settings) -> ModelProvider:
         return weights.load(name, path=paths[name], device="cpu")
 
     return load
-
-
-def count_parameters(module: nn.Module) -> int:
-    """Number of trainable and frozen parameters of a module."""
-    return sum(p.numel() for p in module.parameters())
 
 
 @dataclass
