@@ -63,7 +63,7 @@ def train(**opts) -> None:
     from invdn.trainer import TrainConfig, Trainer, parse_duration
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    configure_threads(workers=world * max(1, opts["workers"] and 1), threads=opts.pop("threads"))
+    configure_threads(workers=world, threads=opts.pop("threads"))  # DataLoader workers run 1 thread each
     resume = opts.pop("resume")
     opts["data"] = list(opts["data"])
     opts["name"] = opts["name"] or opts["model"]
