@@ -271,23 +271,19 @@ def training_rows(timer: Timer, repeats: int) -> list[TrainRow]:
 
 def bf16_gradient_agreement() -> dict:
     """Cosine similarity and relative L2 error of bf16-autocast gradients against fp32 ones, one batch."""
-    from invdn.losses import backward_loss, forward_loss
-    from invdn.weights import load
-
     noisy, clean = _training_batch(seed=1)
     out = {}
     for name in ("invdn", "danet-r"):
-        model = load(name)
+        task = _make_task(name, fast=True, memory_saving=False)
+        model = task.modules["main"]
         model.train()
         grads = []
         for precision in ("fp32", "bf16"):
             model.zero_grad(set_to_none=True)
             torch.manual_seed(0)
-            with _autocast(precision):
+            with _autocast(precision):  # the training step's own losses, as `invdn train [--bf16]` computes them
                 if name == "invdn":
-                    lr, _, size = model.encode(noisy)
-                    recon = model.decode(lr, model.sample_latent(lr), size)
-                    loss = forward_loss(lr.float(), clean) + backward_loss(recon.float(), clean)
+                    loss = sum(task.losses(noisy, clean))
                 else:
                     loss = F.l1_loss(model(noisy).float(), clean)
             loss.backward()

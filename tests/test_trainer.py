@@ -153,3 +153,20 @@ def test_durations_and_schedules():
         parse_duration("two hours")
     assert lr_factor("cosine", 0, 100) == pytest.approx(1.0) and lr_factor("cosine", 100, 100) == pytest.approx(0.01)
     assert lr_factor("step", 80, 100) == 0.25
+
+
+def test_invdn_losses_stay_float32_under_bf16_autocast():
+    # SSIM's variances (E[x^2] - E[x]^2) cancel badly in bf16: the task must compute its losses in float32.
+    from invdn.invdn_training import float32_losses
+
+    g = torch.Generator().manual_seed(0)
+    clean = torch.rand(2, 3, 32, 32, generator=g) * 0.1 + 0.5  # smooth, bright: where bf16 SSIM breaks down
+    recon = clean + 0.01 * torch.randn(clean.shape, generator=g)
+    lr = downscale(clean, 4) + 0.01 * torch.randn(2, 3, 8, 8, generator=g)
+    reference = forward_loss(lr, clean) + backward_loss(recon, clean)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        careless = backward_loss(recon, clean) + forward_loss(lr, clean)
+        careful = sum(float32_losses(lr, recon, clean))
+    assert careful.dtype == torch.float32
+    assert torch.allclose(careful, reference, rtol=1e-6)
+    assert not torch.allclose(careless.float(), reference, rtol=1e-3)  # the hazard the function avoids is real
