@@ -153,6 +153,36 @@ def conv(
     return y if add is None else y.add_(add)
 
 
+def taps_weight(w: Tensor) -> Tensor:
+    """A 3x3 weight (C_out, C_in, 3, 3) as the 1x1 weight (9 * C_out, C_in, 1, 1) of `conv3x3_by_taps`, tap-major."""
+    c_out, c_in, kh, kw = w.shape
+    if (kh, kw) != (3, 3):
+        raise ValueError(f"taps_weight needs a 3x3 kernel, got {kh}x{kw}")
+    return channels_last(w.permute(2, 3, 0, 1).reshape(9 * c_out, c_in, 1, 1))
+
+
+def conv3x3_by_taps(x: Tensor, w_taps: Tensor, b: Tensor, add: Tensor) -> Tensor:
+    """conv3x3(x, w, b, padding=1) + add, for convolutions with very few outputs (InvDN's 3-channel F).
+
+    oneDNN vectorises a convolution over output channels, so 3 outputs use 3 of 16 lanes (~15 % of its rate).
+    Here one 1x1 convolution computes all 9 taps of every output (9 x C_out channels: lanes full), then the 9
+    shifted tap planes are added into `add + b`. Same arithmetic, summed in another order (float32: ~1e-6).
+    x, add: channels-last, one dtype; w_taps from `taps_weight`. Inference only (no autograd).
+    """
+    c_out = w_taps.shape[0] // 9
+    height, width = x.shape[-2:]
+    taps = conv(x, w_taps, None, padding=0).permute(0, 2, 3, 1)  # (B, H, W, 9 * C_out), a contiguous view
+    out = (add + b.view(1, c_out, 1, 1)).contiguous(memory_format=CHANNELS_LAST)
+    acc = out.permute(0, 2, 3, 1)  # (B, H, W, C_out) view of `out`
+    tap = 0
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            h0, h1, w0, w1 = max(0, -dy), height - max(0, dy), max(0, -dx), width - max(0, dx)
+            acc[:, h0:h1, w0:w1] += taps[:, h0 + dy : h1 + dy, w0 + dx : w1 + dx, tap * c_out : (tap + 1) * c_out]
+            tap += 1
+    return out
+
+
 class WeightCache:
     """Derived inference weights, rebuilt when any source parameter changes (data pointer, version or dtype)."""
 

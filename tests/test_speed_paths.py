@@ -189,3 +189,18 @@ def test_bench_speed_command_is_listed():
 
     result = CliRunner().invoke(bench, ["speed", "--help"])
     assert result.exit_code == 0 and "--quick" in result.output and "--json" in result.output
+
+
+@pytest.mark.parametrize("shape", [(2, 11, 9, 13), (1, 5, 1, 1), (1, 7, 2, 3)])
+@pytest.mark.parametrize("c_out", [1, 3])
+def test_conv3x3_by_taps_is_the_convolution_plus_add(shape, c_out):
+    g = torch.Generator().manual_seed(0)
+    x = kernels.channels_last(torch.randn(shape, generator=g))
+    w = torch.randn(c_out, shape[1], 3, 3, generator=g)
+    b = torch.randn(c_out, generator=g)
+    add = kernels.channels_last(torch.randn(shape[0], c_out, *shape[2:], generator=g))
+    got = kernels.conv3x3_by_taps(x, kernels.taps_weight(w), b, add)
+    torch.testing.assert_close(got, F.conv2d(x, w, b, padding=1) + add, rtol=1e-5, atol=1e-5)
+    assert got.is_contiguous(memory_format=torch.channels_last)
+    with pytest.raises(ValueError, match="3x3"):
+        kernels.taps_weight(torch.zeros(3, 2, 1, 1))
