@@ -146,7 +146,7 @@ class AffineCoupling(InvertibleModule):
         return out[0], out[1]
 
     def _tanh_scale(self, cat_h: Tensor, wts: dict[str, Tensor], state_dtype: torch.dtype) -> Tensor:
-        s = kernels.conv(cat_h, wts["h3w"], wts["h3b"]).to(state_dtype).tanh_()
+        s = kernels.conv(cat_h, wts["h3w"], wts["h3b"], act="tanh").to(state_dtype)
         return s.mul_(self.clamp) if self.clamp != 1.0 else s
 
     @torch.no_grad()

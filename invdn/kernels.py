@@ -93,8 +93,12 @@ def _fused_available(kind: str, x: Tensor) -> bool:
                 want = F.leaky_relu(F.conv2d(probe, weight, bias, padding=1), 0.2)
                 extra = torch.ones_like(got)
                 got_add = _fused(probe, weight, bias, 1, None, extra, 0.2)
+                got_tanh = _fused(probe, weight * 0.01, bias, 1, "tanh", None, 0.2)
+                want_tanh = torch.tanh(F.conv2d(probe, weight * 0.01, bias, padding=1))
                 _fused_ok[key] = bool(
-                    torch.allclose(got.float(), want.float()) and torch.allclose(got_add.float(), want.float() + 1)
+                    torch.allclose(got.float(), want.float())
+                    and torch.allclose(got_add.float(), want.float() + 1)
+                    and torch.allclose(got_tanh.float(), want_tanh.float(), atol=1e-2)
                 )
             except (RuntimeError, AttributeError, NotImplementedError):
                 _fused_ok[key] = False
@@ -120,6 +124,8 @@ def _fused(
         )
     if act == "lrelu":
         return torch.ops.mkldnn._convolution_pointwise(x, w, b, pad, strides, one, groups, "leaky_relu", [slope], "")
+    if act == "tanh":
+        return torch.ops.mkldnn._convolution_pointwise(x, w, b, pad, strides, one, groups, "tanh", [], "")
     return torch.ops.mkldnn._convolution_pointwise(x, w, b, pad, strides, one, groups, "none", [], "")
 
 
@@ -134,7 +140,8 @@ def conv(
     stride: int = 1,
     padding: int | None = None,
 ) -> Tensor:
-    """Convolution (default: same padding, stride 1), then LeakyReLU(slope) when `act == "lrelu"`, or `+ add`.
+    """Convolution (default: same padding, stride 1), then LeakyReLU(slope) (`act="lrelu"`), tanh (`act="tanh"`)
+    or `+ add`.
 
     For inference (no autograd); x, w and `add` should be channels-last and of one dtype.
     """
@@ -150,6 +157,8 @@ def conv(
     y = F.conv2d(x, w, b, stride=stride, padding=padding, groups=groups)
     if act == "lrelu":
         return F.leaky_relu_(y, slope)
+    if act == "tanh":
+        return y.tanh_()
     return y if add is None else y.add_(add)
 
 
