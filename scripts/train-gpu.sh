@@ -13,6 +13,9 @@
 # Results land in OUTDIR: invdn-main.safetensors, danet-partN.safetensors (DANet-R split below 14 MB per file),
 # logs.tgz (logs, metrics.jsonl, curves, configs).
 set -u
+step_of() {  # the training step stored in a weights file's metadata
+  python3 -c "from safetensors import safe_open; print(safe_open('$1', 'pt').metadata()['step'])"
+}
 DATA=${DATA:-.gpu/data}; BATCH=${BATCH:-16}; PATCH=${PATCH:-128}; SEED=${SEED:-0}
 DANET_EXTRA=${DANET_EXTRA:-0}
 DEV=${1:-cuda}; STEPS=${2:-4000}; BUDGET=${3:-450}; WORKERS=${4:-6}; OUTDIR=${5:-$OUT}
@@ -35,7 +38,7 @@ left = $BUDGET - ($(date +%s) - $T0)
 print(max(100, int(0.75 * left * 20 / dt) // 50 * 50))
 PY
 )
-  cat $RUNS/calib.log | tail -n 4
+  tail -n 4 $RUNS/calib.log
   echo "calibrated: $STEPS steps in the $((BUDGET - $(date +%s) + T0)) s left"
 fi
 LEFT=$((BUDGET - $(date +%s) + T0))
@@ -51,12 +54,12 @@ P2=$!
 wait $P1; echo "invdn exit $?"; wait $P2; echo "danet exit $?"
 tail -n 3 $RUNS/invdn.log $RUNS/danet.log
 # InvDN's final step decides the DANet snapshot with the same pixels seen
-INV_STEP=$(python3 -c "from safetensors import safe_open; print(safe_open('$RUNS/invdn/checkpoint/main.safetensors','pt').metadata()['step'])")
+INV_STEP=$(step_of $RUNS/invdn/checkpoint/main.safetensors)
 echo "invdn reached step $INV_STEP of $STEPS"
 cp $RUNS/invdn/checkpoint/main.safetensors $OUTDIR/invdn-main.safetensors
 MATCH=$((INV_STEP + DANET_EXTRA))
 SNAP=$(ls $RUNS/danet/snapshots/ | awk -F'[-.]' -v s=$MATCH '$2+0<=s' | tail -n1)
-DANET_STEP=$(python3 -c "from safetensors import safe_open; print(safe_open('$RUNS/danet/checkpoint/main.safetensors','pt').metadata()['step'])")
+DANET_STEP=$(step_of $RUNS/danet/checkpoint/main.safetensors)
 [ "$DANET_STEP" = "$MATCH" ] && SNAP=""  # both reached the same step: the final checkpoint is the match
 echo "danet reached step $DANET_STEP (match: $MATCH); shipped from ${SNAP:-its final checkpoint}"
 python3 - <<PY
