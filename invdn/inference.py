@@ -26,9 +26,19 @@ BYTES_PER_PIXEL = {"invdn": 768, "danet-r": 2048}  # measured peak of the optimi
 DEFAULT_BYTES_PER_PIXEL = 4 * 1024
 MIN_TILE = 64
 MAX_AUTO_TILE = {"cpu": 1024, "cuda": 2048, "mps": 1024}
-# DANet-R's 16x U-Net sees far past a 32-pixel overlap: with the v2 weights on a 512x512 image, 192-pixel tiles
-# cost 0.067 dB against the whole image, 320-pixel ones 0.025 dB (tests/test_inference.py); auto tiles stay above.
-MIN_AUTO_TILE = {"danet-r": 320}
+# A model may say how far its tiles must overlap (`tile_overlap`) and how small its automatic tiles may get
+# (`min_tile`); InvDN and DANet-R do (see their classes). These apply to models that do not.
+DEFAULT_OVERLAP = 32
+
+
+def model_overlap(model: nn.Module) -> int:
+    """The tile overlap a model asks for (its `tile_overlap`), else DEFAULT_OVERLAP."""
+    return int(getattr(model, "tile_overlap", DEFAULT_OVERLAP))
+
+
+def model_min_tile(model: nn.Module) -> int:
+    """The smallest automatic tile side for a model (its `min_tile`), else MIN_TILE."""
+    return max(MIN_TILE, int(getattr(model, "min_tile", MIN_TILE)))
 
 
 class InferenceSetupError(ValueError):
@@ -153,10 +163,12 @@ class Denoiser:
         device: str | torch.device = "auto",
         precision: str = "fp32",
         tile: int | None = None,
-        overlap: int = 32,
+        overlap: int | None = None,
     ) -> None:
+        """`overlap` None: the model's own (`model_overlap`: InvDN 16, DANet-R 32 pixels)."""
         if not hasattr(model, "denoise"):
             raise TypeError("model must have a .denoise(x) method")
+        overlap = model_overlap(model) if overlap is None else overlap
         if overlap < 0:
             raise ValueError(f"overlap must be >= 0, got {overlap}")
         if tile is not None and tile < max(MIN_TILE, 2 * overlap + 16):
@@ -179,7 +191,7 @@ class Denoiser:
         else:
             budget = min(psutil.virtual_memory().available * 0.25, 768 * 1024**2)
         side = int(math.sqrt(budget / per_pixel)) // 32 * 32
-        floor = max(MIN_TILE, 2 * self.overlap + 32, MIN_AUTO_TILE.get(self.model_type, 0))
+        floor = max(model_min_tile(self.model), 2 * self.overlap + 32)
         return max(floor, min(side, MAX_AUTO_TILE.get(self.device.type, 1024)))
 
     def tile_size(self) -> int:
@@ -233,8 +245,8 @@ class Denoiser:
             seed = int(torch.seed())
         height, width, channels = pixels.shape
         side = self.tile_size()
-        # tiles in whole multiples of the model's padding (DANet-R: 16): no tile padded where the image is not
-        multiple = math.lcm(8, int(getattr(self.model, "multiple", 1)))
+        # tiles in whole multiples of the model's padding (InvDN: 4, DANet-R: 16): no tile padded where the image is not
+        multiple = max(1, int(getattr(self.model, "multiple", 1)))
         tile_h = balanced_tile(height, side, self.overlap, multiple)
         tile_w = balanced_tile(width, side, self.overlap, multiple)
         rows = tile_positions(height, tile_h, self.overlap)

@@ -45,8 +45,8 @@ class Settings(BaseSettings):
     precision: Literal["fp32", "fp16", "bf16"] = "fp32"
     # Tile side in pixels for inference (bounds memory per request); 0 picks it from the memory available.
     tile: int = Field(default=0, ge=0)
-    # Overlap between neighbouring tiles in pixels.
-    tile_overlap: int = Field(default=32, ge=0)
+    # Overlap between neighbouring tiles in pixels; unset uses each model's own (InvDN 16, DANet-R 32).
+    tile_overlap: int | None = Field(default=None, ge=0)
     # Weights file for InvDN (.safetensors); empty uses the shipped weights.
     invdn_weights: Path | None = None
     # Weights file for DANet-R (.safetensors); empty uses the shipped weights.

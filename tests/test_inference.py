@@ -14,11 +14,12 @@ from torch import nn
 import invdn.inference as inference
 from invdn.danet import DANetConfig, UNetD
 from invdn.inference import (
-    MIN_AUTO_TILE,
+    DEFAULT_OVERLAP,
     Denoiser,
     InferenceSetupError,
     balanced_tile,
     check_precision,
+    model_min_tile,
     resolve_device,
     tile_positions,
     tile_seed,
@@ -104,9 +105,19 @@ def test_tiled_matches_untiled_with_shipped_weights(name: str, noisy_and_clean: 
         pytest.skip(f"no trained {name} weights shipped")
     noisy, clean = noisy_and_clean
     whole = Denoiser(model, device="cpu", tile=512)(noisy, seed=0)
-    tiled = Denoiser(model, device="cpu", tile=MIN_AUTO_TILE.get(model.model_type, 192), overlap=32)(noisy, seed=0)
+    # the smallest tiles the model gets automatically, overlapping by its own default (InvDN 16, DANet-R 32)
+    tiled = Denoiser(model, device="cpu", tile=max(192, model_min_tile(model)))(noisy, seed=0)
     assert psnr(whole, clean) > psnr(noisy, clean) + 3  # it does denoise
     assert abs(psnr(tiled, clean) - psnr(whole, clean)) < 0.05
+
+
+def test_overlap_and_smallest_auto_tile_come_from_the_model() -> None:
+    invdn, danet = InvDN(InvDNConfig(blocks_per_level=1, hidden=8)), UNetD(DANetConfig(wf=4))
+    assert Denoiser(invdn, device="cpu").overlap == invdn.tile_overlap == 16
+    assert Denoiser(danet, device="cpu").overlap == danet.tile_overlap == 32
+    assert Denoiser(BlurStub(), device="cpu").overlap == DEFAULT_OVERLAP
+    assert Denoiser(invdn, device="cpu", overlap=0).overlap == 0  # an explicit overlap wins
+    assert Denoiser(danet, device="cpu").auto_tile_size() >= danet.min_tile == 320
 
 
 def test_tiles_go_to_the_model_one_at_a_time() -> None:
@@ -117,7 +128,7 @@ def test_tiles_go_to_the_model_one_at_a_time() -> None:
     assert len(model.seen) == len(tile_positions(300, 96, 16)) * len(tile_positions(200, 96, 16))
     assert len(set(model.seen)) == 1  # one tile shape (balanced so overlaps stay near `overlap`)
     _, _, th, tw = model.seen[0]
-    assert th <= 96 and tw <= 96 and (th, tw) == (balanced_tile(300, 96, 16), balanced_tile(200, 96, 16))
+    assert th <= 96 and tw <= 96 and (th, tw) == (balanced_tile(300, 96, 16, 1), balanced_tile(200, 96, 16, 1))
 
 
 def test_grey_runs_through_the_colour_model_and_is_averaged() -> None:

@@ -494,7 +494,7 @@ def run_jobs(
 
 
 def _load_denoiser(
-    model: str, weights: Path | None, device: str, precision: str, tile: int | None, overlap: int
+    model: str, weights: Path | None, device: str, precision: str, tile: int | None, overlap: int | None
 ) -> Denoiser:
     """The model wrapped for inference; setup problems become usage errors (exit 2)."""
     from invdn.inference import Denoiser, InferenceSetupError
@@ -562,7 +562,13 @@ def _read_sizes(jobs: list[Job]) -> None:
     show_default="chosen from available memory",
     help="Tile side in pixels; images larger than this are denoised in overlapping tiles.",
 )
-@click.option("--overlap", type=click.IntRange(min=0), default=32, help="Minimum overlap between tiles, pixels.")
+@click.option(
+    "--overlap",
+    type=click.IntRange(min=0),
+    default=None,
+    show_default="the model's own: InvDN 16, DANet-R 32",
+    help="Minimum overlap between tiles, pixels.",
+)
 @click.option("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps.")
 @click.option(
     "--precision",
@@ -619,7 +625,7 @@ def denoise(
     ensemble: bool,
     seed: int,
     tile: int | None,
-    overlap: int,
+    overlap: int | None,
     device: str,
     precision: str,
     fmt: str,
