@@ -1,0 +1,131 @@
+"""How much tile overlap a model needs: PSNR of tiled against whole-image denoising, and the 12 MP speed it buys.
+
+Quality: each image of `--dataset` (first `--limit`, after skipping `--skip`) gets seeded AWGN at each `--sigma`,
+is denoised whole and in `--tile`-pixel tiles at each `--overlaps` value (small tiles: many seams), and the PSNR
+difference tiled - whole is reported (InvDN's latent is drawn per tile, so part of the difference is the draw).
+Speed (`--speed`): the 4000x3000 test image of `invdn bench speed` through `invdn.inference.Denoiser` with its
+automatic tiles at each overlap, in one process, as seconds per megapixel and fraction of the reference
+convolution (as in `invdn bench speed`; one thread: the thread's CPU time is the clock).
+
+    python benchmarks/tile_overlap.py --dataset ../shared/datasets/Kodak24 --skip 2 --limit 3 --sigma 15,50
+    python benchmarks/tile_overlap.py --dataset ../shared/datasets/Kodak24 --limit 1 --speed --threads 1 --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from invdn import bench_speed
+from invdn.flops import flops_per_megapixel
+from invdn.imageio import decode_image
+from invdn.inference import Denoiser
+from invdn.kernels import tune_allocator
+from invdn.metrics import psnr
+from invdn.weights import load
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
+
+
+def quality_rows(
+    model: torch.nn.Module, files: list[Path], sigmas: list[float], tile: int, overlaps: list[int]
+) -> list[dict]:
+    rows = []
+    for index, path in enumerate(files):
+        clean = decode_image(path).pixels
+        if clean.shape[2] == 1:
+            clean = np.repeat(clean, 3, axis=2)
+        for sigma in sigmas:
+            rng = np.random.default_rng([index, int(sigma * 100)])
+            noise = rng.standard_normal(clean.shape).astype(np.float32) * np.float32(sigma / 255)
+            noisy = np.clip(clean + noise, 0.0, 1.0)
+            whole_side = -(-max(clean.shape[:2]) // 64) * 64
+            whole = psnr(Denoiser(model, device="cpu", tile=whole_side)(noisy, seed=0), clean)
+            row = {"image": path.name, "sigma": sigma, "whole_psnr": whole}
+            for overlap in overlaps:
+                tiled = Denoiser(model, device="cpu", tile=tile, overlap=overlap)(noisy, seed=0)
+                row[f"delta_overlap_{overlap}"] = psnr(tiled, clean) - whole
+            rows.append(row)
+            print(f"[tile_overlap] {path.name} sigma {sigma:g} done", file=sys.stderr, flush=True)
+    return rows
+
+
+def speed_rows(model: torch.nn.Module, overlaps: list[int], threads: int) -> list[dict]:
+    timer = bench_speed.Timer(threads)
+    reference = bench_speed.reference_gflops(timer)
+    flops = flops_per_megapixel(model)
+    pixels = bench_speed.test_image(4000, 3000)
+    rows = []
+    for overlap in overlaps:
+        denoiser = Denoiser(model, device="cpu", overlap=overlap)
+        start = timer.clock()
+        denoiser(pixels, seed=0)
+        seconds = timer.clock() - start
+        rows.append(
+            {
+                "overlap": overlap,
+                "tile": denoiser.tile_size(),
+                "seconds": seconds,
+                "seconds_per_mp": seconds / 12.0,
+                "fraction_of_reference": flops * 12.0 / seconds / 1e9 / reference,
+            }
+        )
+        print(f"[tile_overlap] 12 MP overlap {overlap} done", file=sys.stderr, flush=True)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default="invdn", choices=["invdn", "danet-r"], help="Shipped model to measure.")
+    parser.add_argument("--dataset", type=Path, required=True, help="Folder of clean images.")
+    parser.add_argument("--skip", type=int, default=0, help="Images skipped at the start of the sorted folder.")
+    parser.add_argument("--limit", type=int, default=3, help="Images measured after the skipped ones.")
+    parser.add_argument("--sigma", default="15,50", help="AWGN sigmas on the 0-255 scale, comma-separated.")
+    parser.add_argument("--tile", type=int, default=256, help="Tile side for the quality check (small: many seams).")
+    parser.add_argument("--overlaps", default="32,16,8", help="Overlaps compared, pixels, comma-separated.")
+    parser.add_argument("--speed", action="store_true", help="Also time 12 MP at each overlap (minutes per overlap).")
+    parser.add_argument("--threads", type=int, default=1, help="Torch threads (1: thread CPU time is the clock).")
+    parser.add_argument("--json", action="store_true", help="Print one JSON object instead of tables.")
+    args = parser.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    tune_allocator()
+    model = load(args.model).eval()
+    files = sorted(p for p in args.dataset.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)[args.skip :][: args.limit]
+    if not files:
+        parser.error(f"no images in {args.dataset} after skipping {args.skip}")
+    sigmas = [float(s) for s in args.sigma.split(",")]
+    overlaps = [int(o) for o in args.overlaps.split(",")]
+    report = {
+        "model": args.model,
+        "pretrained": bool(getattr(model, "pretrained", False)),
+        "tile": args.tile,
+        "quality": quality_rows(model, files, sigmas, args.tile, overlaps),
+    }
+    report["max_abs_delta"] = {str(o): max(abs(r[f"delta_overlap_{o}"]) for r in report["quality"]) for o in overlaps}
+    if args.speed:
+        report["speed_12mp"] = speed_rows(model, overlaps, args.threads)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(f"{args.model} (pretrained: {report['pretrained']}), {args.tile}-pixel tiles: PSNR tiled - whole, dB")
+    print(f"{'image':<16} {'sigma':>5} {'whole':>7} " + " ".join(f"{'ov ' + str(o):>8}" for o in overlaps))
+    for r in report["quality"]:
+        deltas = " ".join(f"{r[f'delta_overlap_{o}']:+8.3f}" for o in overlaps)
+        print(f"{r['image']:<16} {r['sigma']:5g} {r['whole_psnr']:7.3f} {deltas}")
+    print("max |delta|: " + ", ".join(f"overlap {o}: {d:.3f}" for o, d in report["max_abs_delta"].items()))
+    for r in report.get("speed_12mp", []):
+        print(
+            f"12 MP, overlap {r['overlap']}, auto tile {r['tile']}: {r['seconds']:.2f} s, "
+            f"{r['seconds_per_mp']:.2f} s/MP, {r['fraction_of_reference']:.3f} of the reference"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
