@@ -65,6 +65,12 @@ class Settings(BaseSettings):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
+    @field_validator("tile_overlap", mode="before")
+    @classmethod
+    def _blank_is_model_default(cls, value: object) -> object:
+        """INVDN_TILE_OVERLAP="" means unset: each model's own overlap."""
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("allowed_formats")
     @classmethod
     def _known_formats(cls, value: list[str]) -> list[str]:

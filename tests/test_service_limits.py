@@ -255,3 +255,15 @@ def test_settings_from_environment(monkeypatch):
     monkeypatch.setenv("INVDN_MAX_PIXELS", "0")
     with pytest.raises(ValueError):
         Settings()
+
+
+def test_tile_overlap_unset_or_blank_means_each_models_own(monkeypatch):
+    monkeypatch.delenv("INVDN_TILE_OVERLAP", raising=False)
+    assert Settings().tile_overlap is None
+    monkeypatch.setenv("INVDN_TILE_OVERLAP", "")
+    assert Settings().tile_overlap is None
+    monkeypatch.setenv("INVDN_TILE_OVERLAP", "24")
+    assert Settings().tile_overlap == 24
+    monkeypatch.setenv("INVDN_TILE_OVERLAP", "-1")
+    with pytest.raises(ValueError):
+        Settings()
