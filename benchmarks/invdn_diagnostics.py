@@ -5,7 +5,7 @@ a fresh N(0, I) draw and decoding. Per image, with seeded AWGN at `--sigma` (the
 on real `--pairs`:
 
 - `lr_vs_target`: PSNR of the encoder's LR image against the forward-loss target (antialiased bicubic 1/4 of the
-  clean image, `invdn.losses.downscale`).
+  clean image, `invdn.losses.downscale`), both as float (the other columns are rounded to 8 bits).
 - `output_z1`, `output_z0`, `output_mean4`: PSNR of the output with z ~ N(0, I) (what `denoise` does), with z = 0,
   and averaged over 4 draws. If all three agree, the decoder ignores z.
 - `decode_target_lr`: the decoder fed the *ideal* LR image (the target above) with z = 0: what a perfect encoder

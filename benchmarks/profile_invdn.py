@@ -61,6 +61,8 @@ def profile(size: int) -> dict:
             total = time.thread_time() - start
         finally:
             kernels._fused, torch.cat = fused, cat
+    if not convs:
+        raise SystemExit("oneDNN's fused convolutions are not available here: nothing to attribute (see invdn.kernels)")
     rows = [
         {
             "input": list(shape[0]),

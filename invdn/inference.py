@@ -33,7 +33,8 @@ DEFAULT_OVERLAP = 32
 
 def model_overlap(model: nn.Module) -> int:
     """The tile overlap a model asks for (its `tile_overlap`), else DEFAULT_OVERLAP."""
-    return int(getattr(model, "tile_overlap", DEFAULT_OVERLAP))
+    overlap = getattr(model, "tile_overlap", None)
+    return DEFAULT_OVERLAP if overlap is None else int(overlap)
 
 
 def model_min_tile(model: nn.Module) -> int:
@@ -116,12 +117,14 @@ def tile_positions(length: int, tile: int, overlap: int) -> list[int]:
     return [round(index * (length - tile) / (count - 1)) for index in range(count)]
 
 
-def balanced_tile(length: int, tile: int, overlap: int, multiple: int = 8) -> int:
+def balanced_tile(length: int, tile: int, overlap: int, multiple: int = 1) -> int:
     """The smallest tile side (a multiple of `multiple`, at most `tile`) that covers `length` with as few tiles
-    as `tile` would need: 4000 px at tile 864 takes 5 tiles of 832 instead of 5 tiles of 864 overlapping by
-    far more than `overlap`, so less work is thrown away."""
+    as `tile` would need: 4000 px at tile 864 (overlap 32, multiple 8) takes 5 tiles of 832 instead of 5 tiles
+    of 864 overlapping by far more than `overlap`, so less work is thrown away. A `tile` that is not a multiple
+    is rounded down to one first (so no tile needs padding), unless it is smaller than `multiple`."""
     if length <= tile:
         return length
+    tile = tile // multiple * multiple or tile
     count = math.ceil((length - overlap) / (tile - overlap))
     side = math.ceil((length + (count - 1) * overlap) / count)
     return min(tile, -(-side // multiple) * multiple)
@@ -172,7 +175,9 @@ class Denoiser:
         if overlap < 0:
             raise ValueError(f"overlap must be >= 0, got {overlap}")
         if tile is not None and tile < max(MIN_TILE, 2 * overlap + 16):
-            raise ValueError(f"tile must be at least {max(MIN_TILE, 2 * overlap + 16)} (2 x overlap + 16)")
+            raise ValueError(
+                f"tile must be at least {max(MIN_TILE, 2 * overlap + 16)} (2 x overlap + 16, overlap {overlap})"
+            )
         self.device = resolve_device(device)
         self.dtype = check_precision(self.device, precision)
         self.precision = precision
@@ -191,7 +196,7 @@ class Denoiser:
         else:
             budget = min(psutil.virtual_memory().available * 0.25, 768 * 1024**2)
         side = int(math.sqrt(budget / per_pixel)) // 32 * 32
-        floor = max(model_min_tile(self.model), 2 * self.overlap + 32)
+        floor = -(-max(model_min_tile(self.model), 2 * self.overlap + 32) // 32) * 32
         return max(floor, min(side, MAX_AUTO_TILE.get(self.device.type, 1024)))
 
     def tile_size(self) -> int:

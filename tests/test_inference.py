@@ -105,7 +105,7 @@ def test_tiled_matches_untiled_with_shipped_weights(name: str, noisy_and_clean: 
         pytest.skip(f"no trained {name} weights shipped")
     noisy, clean = noisy_and_clean
     whole = Denoiser(model, device="cpu", tile=512)(noisy, seed=0)
-    # the smallest tiles the model gets automatically, overlapping by its own default (InvDN 16, DANet-R 32)
+    # 192-pixel tiles (DANet-R: its smallest automatic ones, 320), overlapping by the model's own default
     tiled = Denoiser(model, device="cpu", tile=max(192, model_min_tile(model)))(noisy, seed=0)
     assert psnr(whole, clean) > psnr(noisy, clean) + 3  # it does denoise
     assert abs(psnr(tiled, clean) - psnr(whole, clean)) < 0.05
@@ -118,6 +118,14 @@ def test_overlap_and_smallest_auto_tile_come_from_the_model() -> None:
     assert Denoiser(BlurStub(), device="cpu").overlap == DEFAULT_OVERLAP
     assert Denoiser(invdn, device="cpu", overlap=0).overlap == 0  # an explicit overlap wins
     assert Denoiser(danet, device="cpu").auto_tile_size() >= danet.min_tile == 320
+    with pytest.raises(ValueError, match="overlap 32"):
+        Denoiser(danet, device="cpu", tile=64)
+
+
+def test_a_tile_off_the_models_multiple_is_rounded_down_to_it() -> None:
+    assert balanced_tile(1000, 100, 32, 16) == 96  # DANet-R pads to 16: no tile padded
+    assert balanced_tile(1000, 10, 0, 16) == 10  # smaller than the multiple: kept
+    assert balanced_tile(4000, 864, 32, 8) == 832
 
 
 def test_tiles_go_to_the_model_one_at_a_time() -> None:
