@@ -13,11 +13,14 @@ from invdn.model import InvDN, InvDNConfig
 GRAD_CLIP = 10.0
 
 
-def float32_losses(lr: Tensor, recon: Tensor, clean: Tensor) -> tuple[Tensor, Tensor]:
+def float32_losses(
+    lr: Tensor, recon: Tensor, clean: Tensor, sobel_weight: float = 0.1, ssim_weight: float = 1.0
+) -> tuple[Tensor, Tensor]:
     """(forward loss, backward loss) in float32 whatever autocast is active (see `InvDNTask.losses`)."""
     with torch.autocast(clean.device.type, enabled=False):
         clean = clean.float()
-        return forward_loss(lr.float(), clean), backward_loss(recon.float(), clean)
+        back = backward_loss(recon.float(), clean, sobel_weight=sobel_weight, ssim_weight=ssim_weight)
+        return forward_loss(lr.float(), clean), back
 
 
 class InvDNTask:
@@ -29,8 +32,12 @@ class InvDNTask:
         lr: float = 2e-4,
         grad_sync: Callable[[nn.Module], None] | None = None,
         device: str | torch.device = "cpu",
+        sobel_weight: float = 0.1,
+        ssim_weight: float = 1.0,
     ) -> None:
+        """`sobel_weight`, `ssim_weight`: weights of the backward loss's Sobel and SSIM terms (`invdn.losses`)."""
         model = InvDN(config or InvDNConfig()).to(device)
+        self.sobel_weight, self.ssim_weight = sobel_weight, ssim_weight
         self.modules: dict[str, nn.Module] = {"main": model}
         self.optimizers: dict[str, torch.optim.Optimizer] = {
             "main": torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, 0.999))
@@ -47,7 +54,7 @@ class InvDNTask:
         model: InvDN = self.modules["main"]  # type: ignore[assignment]
         lr, _, size = model.encode(noisy)
         recon = model.decode(lr, model.sample_latent(lr), size)
-        return float32_losses(lr, recon, clean)
+        return float32_losses(lr, recon, clean, self.sobel_weight, self.ssim_weight)
 
     def step(self, noisy: Tensor, clean: Tensor) -> dict[str, float]:
         model: InvDN = self.modules["main"]  # type: ignore[assignment]

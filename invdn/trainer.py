@@ -65,6 +65,8 @@ class TrainConfig:
     bf16: bool = False  # bf16 autocast for the forward passes
     memory_saving: bool = False  # InvDN: RevNet-style backprop
     blocks_per_level: int = 8  # InvDN depth (paper: 8)
+    sobel_weight: float = 0.1  # InvDN backward loss: weight of the Sobel-gradient L1 term
+    ssim_weight: float = 1.0  # InvDN backward loss: weight of the (1 - SSIM) term (0: Charbonnier + Sobel only)
     danet_mode: str = "l1"  # DANet: "l1" (R alone) or "dual" (the paper's adversarial training)
     seed: int = 0  # seeds data, noise and latent draws
     workers: int = 0  # DataLoader worker processes (0 = main process)
@@ -151,7 +153,14 @@ def make_task(cfg: TrainConfig, grad_sync: Callable[[nn.Module], None] | None, d
         if cfg.bf16 and cfg.memory_saving:
             raise ValueError("bf16 with memory-saving InvDN would rebuild activations from bf16 outputs; use one")
         config = InvDNConfig(blocks_per_level=cfg.blocks_per_level, memory_saving=cfg.memory_saving)
-        return InvDNTask(config, lr=cfg.lr or 2e-4, grad_sync=grad_sync, device=device)
+        return InvDNTask(
+            config,
+            lr=cfg.lr or 2e-4,
+            grad_sync=grad_sync,
+            device=device,
+            sobel_weight=cfg.sobel_weight,
+            ssim_weight=cfg.ssim_weight,
+        )
     if cfg.model in ("danet", "danet-r"):
         from invdn.danet_training import DANetTask
 

@@ -170,3 +170,20 @@ def test_invdn_losses_stay_float32_under_bf16_autocast():
     assert careful.dtype == torch.float32
     assert torch.allclose(careful, reference, rtol=1e-6)
     assert not torch.allclose(careless.float(), reference, rtol=1e-3)  # the hazard the function avoids is real
+
+
+def test_backward_loss_weights_reach_the_invdn_task(tmp_path, image_folder):
+    from invdn.invdn_training import float32_losses
+    from invdn.losses import sobel_l1
+
+    g = torch.Generator().manual_seed(1)
+    clean = torch.rand(2, 3, 32, 32, generator=g)
+    recon = clean + 0.05 * torch.randn(clean.shape, generator=g)
+    lr = downscale(clean, 4)
+    _, without_ssim = float32_losses(lr, recon, clean, sobel_weight=0.5, ssim_weight=0.0)
+    torch.testing.assert_close(without_ssim, charbonnier(recon, clean) + 0.5 * sobel_l1(recon, clean))
+
+    trainer = Trainer(small_config(tmp_path, image_folder, ssim_weight=0.0, sobel_weight=0.5), progress=False)
+    assert (trainer.task.sobel_weight, trainer.task.ssim_weight) == (0.5, 0.0)
+    default = Trainer(small_config(tmp_path / "d", image_folder), progress=False)
+    assert (default.task.sobel_weight, default.task.ssim_weight) == (0.1, 1.0)  # issue 4's loss

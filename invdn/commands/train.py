@@ -37,6 +37,20 @@ from invdn.trainer import DEFAULT_NOISE
 @click.option("--blocks", "blocks_per_level", type=int, default=8, help="InvDN coupling blocks per level.")
 @click.option("--memory-saving/--no-memory-saving", default=False, help="InvDN: RevNet-style backprop.")
 @click.option("--danet-mode", type=click.Choice(["l1", "dual"]), default="l1", help="DANet training mode.")
+@click.option(
+    "--sobel-weight",
+    type=click.FloatRange(min=0),
+    default=0.1,
+    show_default=True,
+    help="InvDN: weight of the Sobel-gradient L1 term of the backward loss.",
+)
+@click.option(
+    "--ssim-weight",
+    type=click.FloatRange(min=0),
+    default=1.0,
+    show_default=True,
+    help="InvDN: weight of the (1 - SSIM) term of the backward loss (0: Charbonnier + Sobel only).",
+)
 @click.option("--bf16", is_flag=True, help="bf16 autocast for forward passes.")
 @click.option(
     "--val",
