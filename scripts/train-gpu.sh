@@ -7,6 +7,8 @@
 # Environment: DATA (folder with CBSD432/, Train400/, val/; default .gpu/data), BATCH (default 16), PATCH (128),
 #   INIT_INVDN / INIT_DANET (weights files to continue from; default none = random init), SEED (0),
 #   INVDN_LR (default: the model's own, 2e-4; lower it to continue from trained weights),
+#   SSIM_WEIGHT (default 1, the v2 loss; 0 drops the SSIM term, which cost 0.5-1.0 dB PSNR in
+#   benchmarks/ssim_loss_ab.sh, see weights/MODEL_CARD.md),
 #   DANET_EXTRA (default 0): DANet-R runs this many steps more than InvDN, e.g. to start DANet-R from scratch while
 #   InvDN continues from weights that already saw that many batches (equal training pixels in total).
 # On a lent GPU machine: copy the data into a git-ignored folder of the repo, carry it, and set DATA to it.
@@ -23,7 +25,7 @@ export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 RUNS=/tmp/gpu-runs; rm -rf $RUNS; mkdir -p $RUNS $OUTDIR
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total --format=csv
 python3 -c "import torch, safetensors, skimage, PIL, click, tqdm, matplotlib; print('torch', torch.__version__, torch.cuda.is_available())"
-INIT_I="${INIT_INVDN:+--init-from $INIT_INVDN} ${INVDN_LR:+--lr $INVDN_LR}"; INIT_D=${INIT_DANET:+--init-from $INIT_DANET}
+INIT_I="${INIT_INVDN:+--init-from $INIT_INVDN} ${INVDN_LR:+--lr $INVDN_LR} --ssim-weight ${SSIM_WEIGHT:-1}"; INIT_D=${INIT_DANET:+--init-from $INIT_DANET}
 DATAOPTS="--data $DATA/CBSD432 --data $DATA/Train400 --batch $BATCH --patch $PATCH --device $DEV --seed $SEED --threads 4"
 T0=$(date +%s)
 if [ "$STEPS" = auto ]; then
