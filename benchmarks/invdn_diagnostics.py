@@ -31,22 +31,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from invdn.imageio import decode_image
+from invdn.data import list_images, read_image
 from invdn.losses import downscale
 from invdn.metrics import psnr
 from invdn.weights import load, load_file_model
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 COLUMNS = ("lr_vs_target", "output_z1", "output_z0", "output_mean4", "decode_target_lr", "bicubic_up_target_lr")
 
 
-def _images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-
-
 def _rgb(path: Path) -> np.ndarray:
-    pixels = decode_image(path).pixels
-    return np.repeat(pixels, 3, axis=2) if pixels.shape[2] == 1 else pixels
+    """(H, W, 3) float32 in [0, 1]; grey images replicated to three channels."""
+    return read_image(path).astype(np.float32) / 255.0
 
 
 def _to_numpy(t: torch.Tensor) -> np.ndarray:
@@ -98,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("these diagnostics are for InvDN weights")
     rows = []
     if args.dataset:
-        files = _images(args.dataset)[: args.limit]
+        files = list_images(args.dataset)[: args.limit]
         for index, path in enumerate(files):
             clean = _rgb(path)
             rng = np.random.default_rng([index, int(args.sigma * 100)])
@@ -106,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
             noisy = np.clip(clean + noise, 0.0, 1.0)
             rows.append({"image": path.name, **diagnose(model, noisy, clean)})
     else:
-        for path in _images(args.pairs / "noisy")[: args.limit]:
+        for path in list_images(args.pairs / "noisy")[: args.limit]:
             noisy, clean = _rgb(path), _rgb(args.pairs / "clean" / path.name)
             rows.append({"image": path.name, "noisy_input": psnr(noisy, clean), **diagnose(model, noisy, clean)})
     if not rows:

@@ -22,14 +22,12 @@ import numpy as np
 import torch
 
 from invdn import bench_speed
+from invdn.data import list_images, read_image
 from invdn.flops import flops_per_megapixel
-from invdn.imageio import decode_image
 from invdn.inference import Denoiser
 from invdn.kernels import tune_allocator
 from invdn.metrics import psnr
 from invdn.weights import load
-
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 
 
 def quality_rows(
@@ -37,9 +35,7 @@ def quality_rows(
 ) -> list[dict]:
     rows = []
     for index, path in enumerate(files):
-        clean = decode_image(path).pixels
-        if clean.shape[2] == 1:
-            clean = np.repeat(clean, 3, axis=2)
+        clean = read_image(path).astype(np.float32) / 255.0  # grey images come as three channels
         for sigma in sigmas:
             rng = np.random.default_rng([index, int(sigma * 100)])
             noise = rng.standard_normal(clean.shape).astype(np.float32) * np.float32(sigma / 255)
@@ -97,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     tune_allocator()
     model = load(args.model).eval()
-    files = sorted(p for p in args.dataset.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)[args.skip :][: args.limit]
+    files = list_images(args.dataset)[args.skip :][: args.limit]
     if not files:
         parser.error(f"no images in {args.dataset} after skipping {args.skip}")
     sigmas = [float(s) for s in args.sigma.split(",")]
