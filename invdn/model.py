@@ -35,6 +35,7 @@ class InvDNConfig:
     subnet: str = "resnet"  # coupling subnet: "resnet" (InvDN's) or "dense" (IRN's dense block)
     hidden: int = 64  # width of the subnets' hidden convolutions
     clamp: float = 1.0  # bound on the coupling log-scale s, |s| <= clamp
+    latent: str = "random"  # the z that `denoise` decodes with: "random" (the paper's N(0, I) draw) or "zero"
     memory_saving: bool = False  # RevNet-style backprop: keep no activations of the invertible chain
     fast: bool = True  # optimised kernels, same mathematics (fused G/H, channels-last); False: straightforward code
 
@@ -204,7 +205,10 @@ class InvDN(nn.Module):
         return x if size is None else x[..., : size[0], : size[1]]
 
     def sample_latent(self, lr: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """The z decoded with `lr` in place of the noisy image's: N(0, I) draws, or zeros (`config.latent`)."""
         shape = (lr.shape[0], self.latent_channels, lr.shape[2], lr.shape[3])
+        if self.config.latent == "zero":
+            return torch.zeros(shape, device=lr.device, dtype=lr.dtype)
         return torch.randn(shape, generator=generator, device=lr.device, dtype=lr.dtype)
 
     @torch.no_grad()

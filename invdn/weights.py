@@ -17,8 +17,8 @@ import torch
 from safetensors.torch import load_file, safe_open, save_file
 from torch import nn
 
-MODEL_TYPES = ("invdn", "danet-r")
-_ALIASES = {"danet": "danet-r", "danet-r": "danet-r", "invdn": "invdn"}
+from invdn import registry
+
 
 
 class WeightsError(ValueError):
@@ -31,21 +31,20 @@ def weights_dir() -> Path:
 
 
 def canonical_model_type(name: str) -> str:
-    if name not in _ALIASES:
-        raise WeightsError(f"unknown model {name!r}; choose one of {list(MODEL_TYPES)}")
-    return _ALIASES[name]
+    """The registry's canonical name for a model name or alias (e.g. "danet" -> "danet-r")."""
+    try:
+        return registry.get(name).name
+    except registry.UnknownModel as exc:
+        raise WeightsError(str(exc)) from None
 
 
 def build_model(model_type: str, model_args: dict | None = None) -> nn.Module:
-    """Construct a randomly initialised model of `model_type` from its `model_args`."""
-    model_type = canonical_model_type(model_type)
-    if model_type == "invdn":
-        from invdn.model import InvDN, InvDNConfig
-
-        return InvDN(InvDNConfig.from_dict(model_args or {}))
-    from invdn.danet import DANetConfig, UNetD
-
-    return UNetD(DANetConfig(**(model_args or {})))
+    """Construct a randomly initialised model of architecture `model_type` (a weights file's metadata)."""
+    try:
+        spec = registry.by_type(model_type)
+    except registry.UnknownModel as exc:
+        raise WeightsError(str(exc)) from None
+    return spec.build(model_args or {})
 
 
 def sha256_file(path: str | Path) -> str:
@@ -124,18 +123,22 @@ def shipped_path(model_type: str, verify: bool = True) -> Path | None:
     return path
 
 
-def load(model: str = "invdn", path: str | Path | None = None, device: str | torch.device = "cpu") -> nn.Module:
-    """Load a model for inference: from `path`, else the shipped weights, else random init (`pretrained=False`)."""
-    model_type = canonical_model_type(model)
+def load(
+    model: str = registry.DEFAULT, path: str | Path | None = None, device: str | torch.device = "cpu"
+) -> nn.Module:
+    """Load a registry model for inference: from `path`, else the shipped weights, else random init
+    (`pretrained=False`)."""
+    name = canonical_model_type(model)
+    spec = registry.get(name)
     if path is None:
-        path = shipped_path(model_type)
+        path = shipped_path(name)
     if path is None:
-        net = build_model(model_type)
+        net = spec.build({})
         net.pretrained = False
         return net.to(device).eval()
     net = load_file_model(path, device)
-    if net.model_type != model_type:
-        raise WeightsError(f"{path} holds a {net.model_type!r} model, not {model_type!r}")
+    if net.model_type != spec.model_type:
+        raise WeightsError(f"{path} holds a {net.model_type!r} model, not {name!r} ({spec.model_type!r})")
     return net
 
 
@@ -150,7 +153,10 @@ def publish(source: str | Path, name: str, dtype: torch.dtype | None = None, car
     extra = {k: v for k, v in meta.items() if k not in ("model_type", "model_args")}
     path = save(model, weights_dir() / f"{name}.safetensors", dtype=dtype, extra=extra)
     entries = manifest()
-    entries[model.model_type] = {
+    spec = registry.spec_of(model)
+    if spec is None:
+        raise WeightsError(f"{source}: model type {model.model_type!r} is not in the registry")
+    entries[spec.name] = {
         "file": path.name,
         "sha256": sha256_file(path),
         "dtype": str(dtype or torch.float32).removeprefix("torch."),

@@ -1,0 +1,67 @@
+"""InvDN-LC's part of the shared trainer: one optimisation step (the `TrainTask` protocol of `invdn.trainer`).
+
+Loss, in float32 whatever autocast is active, each term summed over (C, H, W) and averaged over the batch:
+
+    Charbonnier(decode(cleaner(encode(noisy))), clean)                 reconstruction
+    + latent_weight * Charbonnier(cleaner(encode(noisy)), sg(encode(clean)))   the cleaned encoding against the
+                                                                        clean image's (stop-gradient)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+from invdn.latent_clean import InvDNLC, InvDNLCConfig
+from invdn.losses import charbonnier
+
+GRAD_CLIP = 10.0
+
+
+class InvDNLCTask:
+    """Adam on InvDN-LC's reconstruction + latent-matching loss."""
+
+    def __init__(
+        self,
+        config: InvDNLCConfig | None = None,
+        lr: float = 2e-4,
+        grad_sync: Callable[[nn.Module], None] | None = None,
+        device: str | torch.device = "cpu",
+        latent_weight: float = 1.0,
+    ) -> None:
+        model = InvDNLC(config or InvDNLCConfig()).to(device)
+        self.latent_weight = latent_weight
+        self.modules: dict[str, nn.Module] = {"main": model}
+        self.optimizers: dict[str, torch.optim.Optimizer] = {
+            "main": torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, 0.999))
+        }
+        self.grad_sync = grad_sync
+
+    def losses(self, noisy: Tensor, clean: Tensor) -> tuple[Tensor, Tensor]:
+        """(reconstruction loss, latent loss) of one batch (sizes a multiple of the model's)."""
+        model: InvDNLC = self.modules["main"]  # type: ignore[assignment]
+        lr, z, size = model.encode(noisy)
+        lr_c, z_c = model.clean_encoding(lr, z)
+        recon = model.decode(lr_c, z_c, size)
+        with torch.no_grad():
+            target_lr, target_z, _ = model.encode(clean)
+        with torch.autocast(clean.device.type, enabled=False):
+            clean = clean.float()
+            rec = charbonnier(recon.float(), clean)
+            latent = charbonnier(torch.cat([lr_c, z_c], 1).float(), torch.cat([target_lr, target_z], 1).float())
+        return rec, latent
+
+    def step(self, noisy: Tensor, clean: Tensor) -> dict[str, float]:
+        model = self.modules["main"]
+        opt = self.optimizers["main"]
+        opt.zero_grad(set_to_none=True)
+        rec, latent = self.losses(noisy, clean)
+        loss = rec + self.latent_weight * latent
+        loss.backward()
+        if self.grad_sync is not None:
+            self.grad_sync(model)
+        grad_norm = nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
+        opt.step()
+        return {"loss": loss.item(), "reconstruction": rec.item(), "latent": latent.item(), "grad_norm": grad_norm.item()}

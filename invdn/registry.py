@@ -1,0 +1,127 @@
+"""The one list of models: every command, the service, the web page, `invdn.load`, evaluation and the
+benchmarks read it. Adding a model means adding one `ModelSpec` to `MODELS`.
+
+Two kinds of name:
+- `name` (and `aliases`): what users type and what `weights/manifest.json` is keyed by ("invdn", "invdn-paper",
+  "danet-r"). The first entry is the default model.
+- `model_type`: the architecture a weights file stores in its metadata, i.e. which class rebuilds it ("invdn" is
+  the `InvDN` class, kept for old weights files; "invdn-lc" the `InvDNLC` class; "danet-r" `UNetD`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from torch import nn
+
+
+def _build_invdn_lc(args: dict) -> nn.Module:
+    from invdn.latent_clean import InvDNLC, InvDNLCConfig
+
+    return InvDNLC(InvDNLCConfig.from_dict(args))
+
+
+def _build_invdn(args: dict) -> nn.Module:
+    from invdn.model import InvDN, InvDNConfig
+
+    return InvDN(InvDNConfig.from_dict(args))
+
+
+def _build_danet_r(args: dict) -> nn.Module:
+    from invdn.danet import DANetConfig, UNetD
+
+    return UNetD(DANetConfig(**args))
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str  # canonical name: CLI choices, service, invdn.load, the manifest key
+    label: str  # short human label for tables, grids and the web page
+    model_type: str  # architecture key stored in weights files (which class `build` makes)
+    build: Callable[[dict], nn.Module]  # model_args -> a randomly initialised module
+    description: str  # one line for `invdn info` and the service's model list
+    aliases: tuple[str, ...] = ()  # other names accepted for this model
+    tile_overlap: int = 32  # pixels by which inference tiles overlap (measured; see each entry)
+    min_tile: int = 128  # smallest automatic tile side
+    bytes_per_pixel: int = 4096  # peak activation memory per input pixel of the fp32 inference path
+    stochastic: bool = False  # denoise draws random latents (takes `samples` and a `generator`)
+
+
+MODELS: tuple[ModelSpec, ...] = (
+    ModelSpec(
+        name="invdn",
+        label="InvDN-LC",
+        model_type="invdn-lc",
+        build=_build_invdn_lc,
+        description="InvDN with a latent cleaner: invertible encode, cleaned (lr, z), decode (the default)",
+        aliases=("invdn-lc",),
+        # 32 px: tests/test_latent_clean.py checks tiled output against the whole image.
+        tile_overlap=32,
+        min_tile=128,
+        # measured peak RSS growth of fp32 denoise per input pixel (benchmarks/memory_per_pixel.py), rounded up
+        bytes_per_pixel=1024,
+    ),
+    ModelSpec(
+        name="invdn-paper",
+        label="InvDN (paper)",
+        model_type="invdn",
+        build=_build_invdn,
+        description="InvDN as published: 2 Haar levels x 8 couplings, decoded with a fresh random z",
+        # 16 px: within 0.018 dB of the whole image on three Kodak24 images (benchmarks/tile_overlap.py).
+        tile_overlap=16,
+        min_tile=128,
+        bytes_per_pixel=768,  # ~690 B/px measured on the optimised fp32 path
+        stochastic=True,
+    ),
+    ModelSpec(
+        name="danet-r",
+        label="DANet-R",
+        model_type="danet-r",
+        build=_build_danet_r,
+        description="DANet's denoiser R (Yue et al., ECCV 2020), the baseline",
+        aliases=("danet",),
+        tile_overlap=32,
+        min_tile=320,  # a U-Net with 4 poolings: smaller automatic tiles measured slower per pixel
+        bytes_per_pixel=2048,
+    ),
+)
+
+DEFAULT = MODELS[0].name
+_BY_NAME = {alias: spec for spec in MODELS for alias in (spec.name, *spec.aliases)}
+_BY_TYPE = {spec.model_type: spec for spec in MODELS}
+
+
+class UnknownModel(ValueError):
+    """A model name that is not in the registry."""
+
+
+def names() -> list[str]:
+    """Canonical model names, default first."""
+    return [spec.name for spec in MODELS]
+
+
+def choices() -> list[str]:
+    """Every accepted name (canonical names and aliases), for CLI choices."""
+    return list(_BY_NAME)
+
+
+def get(name: str) -> ModelSpec:
+    """The spec for a canonical name or alias."""
+    try:
+        return _BY_NAME[name]
+    except KeyError:
+        raise UnknownModel(f"unknown model {name!r}; choose one of {names()}") from None
+
+
+def by_type(model_type: str) -> ModelSpec:
+    """The spec whose architecture is `model_type` (a weights file's metadata, a module's `model_type`)."""
+    try:
+        return _BY_TYPE[model_type]
+    except KeyError:
+        raise UnknownModel(f"unknown model type {model_type!r}; known: {sorted(_BY_TYPE)}") from None
+
+
+def spec_of(model: nn.Module) -> ModelSpec | None:
+    """The spec of a module (by its `model_type`), or None for a module the registry does not know."""
+    return _BY_TYPE.get(str(getattr(model, "model_type", "")))
