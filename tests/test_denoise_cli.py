@@ -23,7 +23,7 @@ from PIL import Image, ImageCms
 
 from invdn.commands.denoise import denoise
 from invdn.imageio import decode_image
-from invdn.model import InvDN, InvDNConfig
+from invdn.latent_clean import InvDNLC, InvDNLCConfig
 from invdn.weights import save
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,10 +38,14 @@ def _one_thread(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(scope="module")
 def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small random InvDN saved as a weights file, so runs take milliseconds per image."""
+    """A small random InvDN-LC (the default model) saved as a weights file, so runs take milliseconds per image."""
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("weights") / "tiny-invdn.safetensors"
-    save(InvDN(InvDNConfig(blocks_per_level=1, hidden=8)), path)
+    model = InvDNLC(InvDNLCConfig(blocks_per_level=1, hidden=8, width=16, res_blocks=1))
+    with torch.no_grad():  # its cleaner starts as the identity: perturb it so outputs differ from inputs
+        for parameter in model.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.05)
+    save(model, path)
     return path
 
 

@@ -22,6 +22,10 @@ from typing import IO, TYPE_CHECKING
 
 import click
 
+from invdn import registry
+from invdn.pipeline import Options, SetupError, decode, denoise_pixels, encode, failure_reason, load_denoiser
+from invdn.shard import parse_shard, take_shard
+
 if TYPE_CHECKING:
     import numpy as np
 
@@ -50,6 +54,7 @@ class Job:
     size: tuple[int, int] | None = None  # (width, height) once known
     seconds: float = 0.0  # decode + denoise + encode + write time
     bytes_out: int = 0  # size of the written file
+    key: str = ""  # the input's path relative to its INPUT argument (the folder mirrored under OUT); --shard uses it
 
     @property
     def name(self) -> str:
@@ -195,7 +200,7 @@ def build_plan(
         if len(sources) != 1:
             raise click.UsageError(f"-o - (stdout) takes exactly one input image, got {len(sources)}")
         source = sources[0][0]
-        return Plan(jobs=[Job(source=source, target=None, fmt=_job_format(source, fmt))], stdio=True)
+        return Plan(jobs=[Job(source=source, target=None, fmt=_job_format(source, fmt), key=source.name)], stdio=True)
 
     single_file_target = (
         len(inputs) == 1
@@ -214,7 +219,7 @@ def build_plan(
         else:
             target = out / relative_folder / _output_name(source, fmt, suffix)
             job_fmt = _job_format(source, fmt)
-        jobs.append(Job(source=source, target=target, fmt=job_fmt))
+        jobs.append(Job(source=source, target=target, fmt=job_fmt, key=(relative_folder / source.name).as_posix()))
 
     input_files = {source.resolve() for source, _ in sources}
     seen: dict[Path, Job] = {}
@@ -357,29 +362,14 @@ class Reporter:
         )
 
 
-@dataclass
-class Options:
-    """What every job of a run shares."""
-
-    overwrite: bool  # replace existing outputs
-    quality: int  # JPEG/WebP quality
-    samples: int  # InvDN latent draws averaged
-    ensemble: bool  # 8-way flip/transpose ensemble
-    seed: int  # seed of InvDN's latent draws
-    max_pixels: int | None  # refuse images with more pixels than this
-
-
 def _decode(job: Job, options: Options) -> LoadedImage:
-    from invdn.imageio import decode_image
-
-    data = sys.stdin.buffer.read() if job.source is None else job.source
-    return decode_image(data, max_pixels=options.max_pixels)
+    return decode(sys.stdin.buffer.read() if job.source is None else job.source, options)
 
 
 def _encode_and_write(job: Job, image: LoadedImage, pixels: np.ndarray, options: Options) -> int:
-    from invdn.imageio import encode_image, write_image_atomic
+    from invdn.imageio import write_image_atomic
 
-    data = encode_image(image, pixels, format=job.fmt, quality=options.quality)
+    data = encode(image, pixels, job.fmt, options)
     if job.target is None:
         stream = sys.stdout.buffer
         stream.write(data)
@@ -387,20 +377,6 @@ def _encode_and_write(job: Job, image: LoadedImage, pixels: np.ndarray, options:
     else:
         write_image_atomic(job.target, data, overwrite=options.overwrite)
     return len(data)
-
-
-def _failure_reason(exc: BaseException) -> str:
-    from invdn.imageio import ImageError
-
-    if isinstance(exc, ImageError):
-        return str(exc)
-    if isinstance(exc, FileExistsError):
-        return f"{exc}; pass --overwrite to replace it"
-    if isinstance(exc, OSError):
-        return f"{exc.strerror or exc} ({exc.filename})" if exc.filename else str(exc)
-    if isinstance(exc, MemoryError):
-        return "out of memory (try a smaller --tile or fewer --workers)"
-    return f"{type(exc).__name__}: {exc}"
 
 
 def run_jobs(
@@ -419,7 +395,7 @@ def run_jobs(
             job.bytes_out = future.result()
             job.status = "done"
         except Exception as exc:  # any failure of one file is reported, not fatal to the run
-            job.status, job.reason = "failed", _failure_reason(exc)
+            job.status, job.reason = "failed", failure_reason(exc)
             stopped = stopped or fail_fast
         job.seconds += time.perf_counter() - started
         reporter.record(job, progressed)
@@ -444,7 +420,7 @@ def run_jobs(
                 try:
                     image = decoding.result()
                 except Exception as exc:  # a broken file: report it and go on
-                    job.status, job.reason = "failed", _failure_reason(exc)
+                    job.status, job.reason = "failed", failure_reason(exc)
                     job.seconds = time.perf_counter() - started
                     reporter.record(job)
                     stopped = fail_fast
@@ -463,15 +439,9 @@ def run_jobs(
                     reporter.advance(job, step, done / total)
 
                 try:
-                    result = denoiser(
-                        image.pixels,
-                        samples=options.samples,
-                        ensemble=options.ensemble,
-                        seed=options.seed,
-                        progress=on_tile,
-                    )
+                    result = denoise_pixels(denoiser, image, options, progress=on_tile)
                 except (RuntimeError, ValueError, MemoryError) as exc:
-                    job.status, job.reason = "failed", _failure_reason(exc)
+                    job.status, job.reason = "failed", failure_reason(exc)
                     job.seconds = time.perf_counter() - started
                     reporter.record(job, shown[0])
                     stopped = fail_fast
@@ -497,15 +467,11 @@ def _load_denoiser(
     model: str, weights: Path | None, device: str, precision: str, tile: int | None, overlap: int | None
 ) -> Denoiser:
     """The model wrapped for inference; setup problems become usage errors (exit 2)."""
-    from invdn.inference import Denoiser, InferenceSetupError
-    from invdn.weights import WeightsError, load
-
     try:
-        net = load(model, path=weights)
-        denoiser = Denoiser(net, device=device, precision=precision, tile=tile, overlap=overlap)
-    except (WeightsError, InferenceSetupError, ValueError, OSError) as exc:
+        denoiser = load_denoiser(model, weights, device, precision, tile, overlap)
+    except SetupError as exc:
         raise click.UsageError(str(exc)) from exc
-    if not getattr(net, "pretrained", False):
+    if not getattr(denoiser.model, "pretrained", False):
         click.echo(
             f"warning: no trained {model} weights found; using a randomly initialised network, "
             "so the output is not denoised (pass --weights FILE)",
@@ -528,6 +494,99 @@ def _read_sizes(jobs: list[Job]) -> None:
             job.size = None
 
 
+def plan_jobs(
+    inputs: tuple[str, ...],
+    output: str | None,
+    fmt: str,
+    suffix: str,
+    recursive: bool,
+    allow_inside: bool,
+    shard: tuple[int, int] | None,
+    overwrite: bool,
+    skip_existing: bool,
+    uri_inputs: bool = False,
+) -> list[Job]:
+    """The jobs of this run (of shard K/N only, if given), those whose output exists marked skipped or failed.
+
+    `uri_inputs`: inputs and OUT may be URIs that pyarrow.fs opens (the Ray path; see invdn.uris).
+    """
+    from invdn import uris
+
+    if uri_inputs and any(uris.is_uri(item) for item in (*inputs, output)):
+        jobs = uris.plan_uris(inputs, output, fmt, suffix, recursive, allow_inside)
+    elif any(uris.is_uri(item) for item in (*inputs, output)):
+        raise click.UsageError("URIs (scheme://...) are read and written by the Ray path only: add --ray")
+    else:
+        plan = build_plan(inputs, output, fmt, suffix, recursive, allow_inside)
+        if plan.stdio and shard is not None:
+            raise click.UsageError("--shard splits folders and globs; it cannot split stdin/stdout")
+        jobs = plan.jobs
+    jobs = take_shard(jobs, shard)
+    for job in jobs:
+        if job.target is not None and not overwrite and uris.exists(job.target):
+            if skip_existing:
+                job.status, job.reason = "skipped", f"output exists ({job.target})"
+            else:
+                job.status = "failed"
+                job.reason = f"output {job.target} exists; pass --overwrite to replace it or --skip-existing"
+    return jobs
+
+
+def _parse_shard(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    try:
+        return parse_shard(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
+
+
+def _merge_reports(paths: tuple[str, ...], destination: Path | None, overwrite: bool, quiet: bool) -> None:
+    """`--merge-reports`: INPUT... are reports; the merged one goes to --report. Exit 1 if any file failed."""
+    from invdn.reports import ReportError, merge_reports, write_report
+
+    if destination is None:
+        raise click.UsageError("--merge-reports writes the merged report to --report FILE; give one")
+    if any(Path(path).resolve() == destination.resolve() for path in paths):
+        raise click.UsageError(f"--report {destination} is one of the reports being merged; name a new file")
+    try:
+        merged = merge_reports([Path(path) for path in paths])
+        write_report(destination, merged.lines, overwrite=overwrite)
+    except ReportError as exc:
+        raise click.UsageError(str(exc)) from exc
+    except FileExistsError as exc:
+        raise click.UsageError(f"{destination} exists; pass --overwrite to replace it") from exc
+    for name in merged.duplicates:
+        click.echo(f"warning: {name} was denoised by more than one of these runs (overlapping shards?)", err=True)
+    if not quiet:
+        for line in merged.lines:
+            if line["status"] == "failed":
+                click.echo(f"failed {line.get('input')}: {line.get('reason')}", err=True)
+    counts = merged.counts
+    click.echo(
+        f"merged {len(paths)} report(s), {merged.read} line(s) -> {destination}: {len(merged.lines)} file(s), "
+        f"done {counts['done']}, skipped {counts['skipped']}, failed {counts['failed']}",
+        err=True,
+    )
+    if counts["failed"]:
+        sys.exit(1)
+
+
+def _ray_address(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is None or value == "default":
+        return value
+    if value not in ("auto", "local") and ":" not in value:
+        raise click.BadParameter(
+            f"{value!r} is not a Ray address (auto, local, HOST:PORT or ray://HOST:PORT); an INPUT right after "
+            "--ray is read as its address: write --ray=ADDRESS, or put --ray after the inputs"
+        )
+    return value
+
+
+def _overlap_help() -> str:
+    return ", ".join(f"{spec.label} {spec.tile_overlap}" for spec in registry.MODELS)
+
+
 @click.command(context_settings={"show_default": True, "help_option_names": ["-h", "--help"]})
 @click.argument("inputs", metavar="INPUT...", nargs=-1, required=True)
 @click.option(
@@ -541,9 +600,14 @@ def _read_sizes(jobs: list[Job]) -> None:
 )
 @click.option(
     "--model",
-    type=click.Choice(["invdn", "danet", "danet-r"]),
-    default="invdn",
-    help="Denoiser: InvDN, or the DANet-R baseline ('danet' and 'danet-r' are the same).",
+    type=click.Choice(registry.choices()),
+    default=registry.DEFAULT,
+    help="Denoiser: "
+    + "; ".join(
+        f"{spec.name} ({', '.join(spec.aliases) + ': ' if spec.aliases else ''}{spec.label})"
+        for spec in registry.MODELS
+    )
+    + ".",
 )
 @click.option(
     "--weights",
@@ -566,7 +630,7 @@ def _read_sizes(jobs: list[Job]) -> None:
     "--overlap",
     type=click.IntRange(min=0),
     default=None,
-    show_default="the model's own: InvDN 16, DANet-R 32",
+    show_default=f"the model's own: {_overlap_help()}",
     help="Minimum overlap between tiles, pixels.",
 )
 @click.option("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps.")
@@ -616,6 +680,52 @@ def _read_sizes(jobs: list[Job]) -> None:
     help="Refuse images larger than this (checked on the header, before decoding).",
 )
 @click.option("-q", "--quiet", is_flag=True, help="Only errors and the summary.")
+@click.option(
+    "--shard",
+    metavar="K/N",
+    default=None,
+    callback=_parse_shard,
+    show_default=False,
+    help="Take only part K of N (1 <= K <= N) of the files, chosen by each file's relative path, so N machines "
+    "sharing a file system or bucket can split a batch; merge their reports with --merge-reports.",
+)
+@click.option(
+    "--merge-reports",
+    is_flag=True,
+    help="Instead of denoising: INPUT... are --report files (e.g. of N shards), merged into --report FILE with "
+    "each file's latest line; exit 1 if any file's latest status is failed.",
+)
+@click.option(
+    "--ray",
+    "ray_address",
+    metavar="[ADDRESS]",
+    is_flag=False,
+    flag_value="default",
+    default=None,
+    callback=_ray_address,
+    show_default=False,
+    help="Denoise on a Ray cluster (pip install 'invdn[ray]'): --ray alone joins RAY_ADDRESS or starts a local "
+    "instance, --ray=ADDRESS joins that one. Inputs and OUT may then also be URIs (s3://, gs://, file://...).",
+)
+@click.option(
+    "--ray-actors",
+    type=click.IntRange(min=1),
+    default=None,
+    show_default="as many as the cluster's CPUs (GPUs) allow",
+    help="With --ray: actors, each loading the model once.",
+)
+@click.option(
+    "--ray-cpus",
+    type=click.FloatRange(min=0, min_open=True),
+    default=1.0,
+    help="With --ray: CPUs reserved per actor (its torch threads).",
+)
+@click.option(
+    "--ray-gpus",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    help="With --ray: GPUs per actor; above 0 the actors denoise on CUDA.",
+)
 def denoise(
     inputs: tuple[str, ...],
     output: str | None,
@@ -641,6 +751,12 @@ def denoise(
     workers: int,
     max_megapixels: float,
     quiet: bool,
+    shard: tuple[int, int] | None,
+    merge_reports: bool,
+    ray_address: str | None,
+    ray_actors: int | None,
+    ray_cpus: float,
+    ray_gpus: float,
 ) -> None:
     """Denoise image files, folders (recursively, mirrored under OUT) and globs; '-' reads stdin.
 
@@ -649,22 +765,23 @@ def denoise(
     In folders, files with an image extension are taken; hidden files and folders are not.
     Exit status: 0 all done, 1 some files failed, 2 usage error.
     """
+    if merge_reports:
+        _merge_reports(inputs, report, overwrite, quiet)
+        return
     fmt = fmt.lower()
     if "/" in suffix or os.sep in suffix:
         raise click.BadParameter("must not contain a path separator", param_hint="--suffix")
-    plan = build_plan(inputs, output, fmt, suffix, recursive, allow_inside)
-    jobs = plan.jobs
+    on_ray = ray_address is not None
+    jobs = plan_jobs(
+        inputs, output, fmt, suffix, recursive, allow_inside, shard, overwrite, skip_existing, uri_inputs=on_ray
+    )
+    stdio = any(job.target is None for job in jobs)
+    if on_ray and stdio:
+        raise click.UsageError("--ray writes files: give -o a folder, not '-'")
     if not jobs:
-        click.echo("no images found in the inputs", err=True)
+        click.echo("no images found in the inputs" + (f" for shard {shard[0]}/{shard[1]}" if shard else ""), err=True)
         return
     _read_sizes(jobs)
-    for job in jobs:
-        if job.target is not None and job.target.exists() and not overwrite:
-            if skip_existing:
-                job.status, job.reason = "skipped", f"output exists ({job.target})"
-            else:
-                job.status = "failed"
-                job.reason = f"output {job.target} exists; pass --overwrite to replace it or --skip-existing"
     todo = [job for job in jobs if job.status == "pending"]
     done_before = [job for job in jobs if job.status != "pending"]
 
@@ -677,11 +794,25 @@ def denoise(
         click.echo(f"{len(todo)} to denoise, {len(done_before)} skipped or refused (dry run: nothing written)")
         return
 
-    from invdn.runtime import configure_threads
+    if on_ray:
+        from invdn import uris
+        from invdn.ray_denoise import connect
 
-    configure_threads(workers)
-    denoiser = _load_denoiser(model, weights, device, precision, tile, overlap)
-    removed = remove_stale_temp_files(jobs)
+        try:
+            connected = connect(None if ray_address == "default" else ray_address)
+        except (RuntimeError, ConnectionError, ValueError) as exc:  # RayUnavailable is a RuntimeError
+            raise click.UsageError(f"cannot start or join Ray ({ray_address}): {exc}") from exc
+        denoiser = None
+        removed = remove_stale_temp_files([job for job in jobs if not uris.is_uri(job.target)])
+        removed += uris.remove_stale_temp_files(jobs)
+    else:
+        from invdn.runtime import configure_threads
+
+        configure_threads(workers)
+        denoiser = _load_denoiser(model, weights, device, precision, tile, overlap)
+        if samples > 1 and not getattr(registry.spec_of(denoiser.model), "stochastic", False):
+            click.echo(f"warning: --samples has no effect on {model} (it draws no random latents)", err=True)
+        removed = remove_stale_temp_files(jobs)
     if removed:
         click.echo(f"removed {removed} temporary file(s) left by an interrupted run", err=True)
     skipped = sum(job.status == "skipped" for job in jobs)
@@ -693,29 +824,40 @@ def denoise(
         report.parent.mkdir(parents=True, exist_ok=True)
         report_stream = open(report, "a", encoding="utf-8")  # closed in the finally below
     total_mp = sum(job.megapixels for job in todo)
-    reporter = Reporter(len(jobs), total_mp, report_stream, quiet or plan.stdio)
+    reporter = Reporter(len(jobs), total_mp, report_stream, quiet or stdio)
+    options = Options(
+        overwrite=overwrite,
+        quality=quality,
+        samples=samples,
+        ensemble=ensemble,
+        seed=seed,
+        max_pixels=round(max_megapixels * 1e6),
+    )
     interrupted = False
     try:
         for job in done_before:
             reporter.record(job)
         if fail_fast and any(job.status == "failed" for job in done_before):
             completed = False
-        else:
-            completed = run_jobs(
+        elif on_ray:
+            from invdn.ray_denoise import ActorSettings, ModelSettings, run_on_ray
+
+            completed = run_on_ray(
                 todo,
-                denoiser,
-                Options(
-                    overwrite=overwrite,
-                    quality=quality,
-                    samples=samples,
-                    ensemble=ensemble,
-                    seed=seed,
-                    max_pixels=round(max_megapixels * 1e6),
-                ),
+                ModelSettings(model, weights, device, precision, tile, overlap),
+                options,
                 reporter,
-                workers,
+                ActorSettings(ray_actors, ray_cpus, ray_gpus),
                 fail_fast,
+                on_untrained=lambda: click.echo(
+                    f"warning: no trained {model} weights found on the Ray workers; the output is not denoised "
+                    "(pass --weights FILE)",
+                    err=True,
+                ),
             )
+        else:
+            assert denoiser is not None
+            completed = run_jobs(todo, denoiser, options, reporter, workers, fail_fast)
     except KeyboardInterrupt:
         interrupted = True
         completed = False
@@ -723,6 +865,10 @@ def denoise(
         summary = reporter.close()
         if report_stream is not None:
             report_stream.close()
+        if on_ray and connected:
+            import ray
+
+            ray.shutdown()
     if not completed and not interrupted:
         summary += " (stopped early: --fail-fast)"
     click.echo(("interrupted: " if interrupted else "") + summary, err=True)
