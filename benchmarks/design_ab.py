@@ -32,6 +32,7 @@ from invdn.data import FullImageFolder, ImageFolder
 from invdn.flops import count_parameters, flops_per_megapixel
 from invdn.metrics import psnr, quantize8
 from invdn.noise import seed_from
+from invdn.runtime import bf16_native
 from invdn.trainer import StepBatches
 
 HERE = Path(__file__).resolve().parent
@@ -86,15 +87,11 @@ def validate(model, folders: dict[int, FullImageFolder]) -> dict[str, float]:
                 gen = torch.Generator().manual_seed(seed_from("val", i))
                 kwargs = {"generator": gen} if hasattr(model, "sample_latent") else {}
                 den = model.denoise(item["noisy"].unsqueeze(0), **kwargs).squeeze(0).clamp(0, 1)
-                scores.append(psnr(quantize8(den.permute(1, 2, 0).numpy()), quantize8(item["clean"].permute(1, 2, 0).numpy())))
+                clean = quantize8(item["clean"].permute(1, 2, 0).numpy())
+                scores.append(psnr(quantize8(den.permute(1, 2, 0).numpy()), clean))
             out[f"psnr{sigma}"] = float(np.mean(scores))
     model.train()
     return out
-
-
-def bf16_native() -> bool:
-    """Whether this CPU runs bf16 natively (AVX-512 BF16 or AMX); elsewhere bf16 is emulated and slow."""
-    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def train_one(name: str, args: argparse.Namespace) -> None:

@@ -1,16 +1,18 @@
 """Speed benchmark: inference seconds per megapixel, achieved GFLOP/s against a reference convolution, training
 pixels per second, all in one process on the same images, straightforward code against the optimised paths.
 
-- Inference: InvDN (fp32, bf16, 8-way ensemble) and DANet-R (fp32, bf16) at 0.25 MP (512x512) and 1 MP
+- Inference: every registry model (InvDN-LC, the paper's InvDN, DANet-R; fp32 and bf16, and the default model's
+  8-way ensemble) at 0.25 MP (512x512) and 1 MP
   (1024x1024) through `model.denoise` on the whole image, and at 12 MP (4000x3000) through the tiling engine
   `invdn.inference.Denoiser` (its automatic tile size); CBM3D (`bm3d` package) at 1 MP. The straightforward
   path (`config.fast = False`) runs beside the optimised one for before/after ratios.
 - FLOPs come from `invdn.flops` (torch.utils.flop_counter); achieved GFLOP/s counts output pixels only (tile
   overlaps are extra work, not extra credit). `fraction_of_reference` divides by the rate of a 64->64 3x3
   convolution, channels-last, on a 1x64x256x256 float32 tensor measured in this process.
-- Training: one optimisation step of the real task (`InvDNTask`, `DANetTask("l1")`: loss, backward, clip, Adam)
-  on a batch of 8 96x96 patches, from the shipped weights; InvDN plain and memory-saving, each path, and bf16
-  autocast where the trainer allows it, plus how far bf16 gradients are from fp32 ones (cosine, relative error).
+- Training: one optimisation step of each registry model's real task (`invdn.trainer.make_task`: loss, backward,
+  clip, Adam) on a batch of 8 96x96 patches, from the shipped weights; the paper InvDN also memory-saving; each
+  path, and bf16 autocast where the trainer allows it, plus how far bf16 gradients are from fp32 ones.
+- bf16 rows run only where the CPU has native bf16 (`invdn.runtime.bf16_native`); elsewhere a note says why not.
 - Clock: best of `repeats` wall-clock runs; with one thread, the CPU time of that thread instead, which other
   processes on a shared machine do not inflate (everything here computes on the calling thread).
 """
@@ -32,6 +34,7 @@ from torch import nn
 
 from invdn import kernels
 from invdn.flops import flops_per_megapixel
+from invdn.inference import is_stochastic
 
 SIZES = {0.25: (512, 512), 1.0: (1024, 1024), 12.0: (4000, 3000)}  # nominal megapixels -> (width, height)
 SIGMA = 25.0  # noise of the benchmark images, 0-255 scale
@@ -40,7 +43,7 @@ TRAIN_BATCH, TRAIN_PATCH = 8, 96
 
 @dataclass
 class SpeedRow:
-    method: str  # "InvDN", "InvDN x8 ensemble", "DANet-R", "CBM3D"
+    method: str  # a registry label ("InvDN-LC", "InvDN (paper)", "DANet-R"), "... x8 ensemble", or "CBM3D"
     path: str  # "straightforward" (config.fast=False), "optimised", or "-" for CBM3D
     precision: str  # "fp32" or "bf16" (CPU autocast)
     megapixels: float  # nominal size: 0.25, 1 or 12
@@ -55,8 +58,8 @@ class SpeedRow:
 
 @dataclass
 class TrainRow:
-    model: str  # "InvDN" or "DANet-R"
-    mode: str  # "plain" or "memory-saving" (InvDN), "l1" (DANet-R)
+    model: str  # a registry label
+    mode: str  # "plain" or "memory-saving" (InvDN paper), "l1" (DANet-R)
     path: str  # "straightforward" or "optimised"
     precision: str  # "fp32" or "bf16" (autocast, as `invdn train --bf16`)
     step_seconds: float  # best of the timed steps
@@ -67,6 +70,7 @@ class TrainRow:
 @dataclass
 class SpeedReport:
     threads: int
+    cpu_capability: str  # torch.backends.cpu.get_cpu_capability(): AVX2, AVX512, ...
     clock: str  # "thread-cpu" or "wall"
     reference_gflops_per_s: float
     rows: list[SpeedRow] = field(default_factory=list)
@@ -125,7 +129,7 @@ def _whole_image_call(model: nn.Module, pixels: np.ndarray, precision: str, ense
 
     def run() -> object:
         with torch.inference_mode(), _autocast(precision):
-            if model.model_type == "invdn":
+            if is_stochastic(model):
                 return model.denoise(x, ensemble=ensemble, generator=torch.Generator().manual_seed(0))
             return model.denoise(x, ensemble=ensemble)
 
@@ -133,7 +137,10 @@ def _whole_image_call(model: nn.Module, pixels: np.ndarray, precision: str, ense
 
 
 def _set_fast(model: nn.Module, fast: bool) -> None:
-    model.config.fast = fast
+    """Switch every (sub)network with a `config.fast` flag between its optimised and straightforward code."""
+    for module in model.modules():
+        if hasattr(getattr(module, "config", None), "fast"):
+            module.config.fast = fast
 
 
 def inference_rows(
@@ -144,6 +151,7 @@ def inference_rows(
     repeats: int,
     straightforward_sizes: list[float],
     ensemble_sizes: list[float],
+    precisions: tuple[str, ...] = ("fp32", "bf16"),
 ) -> list[SpeedRow]:
     from invdn.inference import Denoiser
 
@@ -154,10 +162,10 @@ def inference_rows(
         out_mp = width * height / 1e6
         for label, model in models.items():
             flops = flops_per_megapixel(model)
-            variants = [("optimised", "fp32", False), ("optimised", "bf16", False)]
+            variants = [("optimised", precision, False) for precision in precisions]
             if mp in straightforward_sizes:
                 variants.insert(0, ("straightforward", "fp32", False))
-            if model.model_type == "invdn" and mp in ensemble_sizes:
+            if model is models_first(models) and mp in ensemble_sizes:
                 variants.append(("optimised", "fp32", True))
             for path, precision, ensemble in variants:
                 _set_fast(model, path == "optimised")
@@ -193,6 +201,11 @@ def inference_rows(
     return rows
 
 
+def models_first(models: dict[str, nn.Module]) -> nn.Module:
+    """The first model of the run (the registry's default), the one whose ensemble is timed."""
+    return next(iter(models.values()))
+
+
 def cbm3d_row(timer: Timer, mp: float = 1.0) -> SpeedRow:
     from invdn.evaluation import _bm3d
 
@@ -221,39 +234,29 @@ def _training_batch(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _make_task(model: str, fast: bool, memory_saving: bool):
+    """The registry model's training task (`invdn.trainer.make_task`), from the shipped weights."""
+    from invdn.trainer import TrainConfig, make_task
     from invdn.weights import load
 
-    if model == "invdn":
-        from invdn.invdn_training import InvDNTask
-        from invdn.model import InvDNConfig
-
-        task = InvDNTask(InvDNConfig(memory_saving=memory_saving, fast=fast))
-        task.modules["main"].load_state_dict(load("invdn").state_dict())
-        return task
-    from invdn.danet import DANetConfig
-    from invdn.danet_training import DANetTask
-
-    task = DANetTask("l1", config=DANetConfig(fast=fast))
-    task.modules["main"].load_state_dict(load("danet-r").state_dict())
+    task = make_task(TrainConfig(model=model, memory_saving=memory_saving), None, torch.device("cpu"))
+    net = task.modules["main"]
+    net.load_state_dict(load(model).state_dict())
+    _set_fast(net, fast)
     return task
 
 
-def training_rows(timer: Timer, repeats: int) -> list[TrainRow]:
+def training_rows(timer: Timer, repeats: int, precisions: tuple[str, ...] = ("fp32", "bf16")) -> list[TrainRow]:
+    from invdn import registry
+
     noisy, clean = _training_batch()
     pixels = TRAIN_BATCH * TRAIN_PATCH * TRAIN_PATCH
-    plan = [
-        ("InvDN", "invdn", "plain", False, [("straightforward", "fp32"), ("optimised", "fp32"), ("optimised", "bf16")]),
-        ("InvDN", "invdn", "memory-saving", True, [("straightforward", "fp32"), ("optimised", "fp32")]),
-        (
-            "DANet-R",
-            "danet-r",
-            "l1",
-            False,
-            [("straightforward", "fp32"), ("optimised", "fp32"), ("optimised", "bf16")],
-        ),
-    ]
+    every = [("straightforward", "fp32")] + [("optimised", p) for p in precisions]
+    plan = [(spec.label, spec.name, "plain", False, every) for spec in registry.MODELS]
+    fp32_only = [("straightforward", "fp32"), ("optimised", "fp32")]
+    plan.insert(2, ("InvDN (paper)", "invdn-paper", "memory-saving", True, fp32_only))
     rows = []
     for label, model, mode, memory_saving, variants in plan:
+        mode = "l1" if model == "danet-r" else mode
         base = None
         for path, precision in variants:
             task = _make_task(model, path == "optimised", memory_saving)
@@ -272,8 +275,10 @@ def training_rows(timer: Timer, repeats: int) -> list[TrainRow]:
 def bf16_gradient_agreement() -> dict:
     """Cosine similarity and relative L2 error of bf16-autocast gradients against fp32 ones, one batch."""
     noisy, clean = _training_batch(seed=1)
+    from invdn import registry
+
     out = {}
-    for name in ("invdn", "danet-r"):
+    for name in registry.names():
         task = _make_task(name, fast=True, memory_saving=False)
         model = task.modules["main"]
         model.train()
@@ -282,7 +287,7 @@ def bf16_gradient_agreement() -> dict:
             model.zero_grad(set_to_none=True)
             torch.manual_seed(0)
             with _autocast(precision):  # the training step's own losses, as `invdn train [--bf16]` computes them
-                if name == "invdn":
+                if hasattr(task, "losses"):
                     loss = sum(task.losses(noisy, clean))
                 else:
                     loss = F.l1_loss(model(noisy).float(), clean)
@@ -308,7 +313,10 @@ def bf16_psnr_cost(dataset: str | Path, limit: int | None, sigma: float = SIGMA)
 
     folder = FullImageFolder(dataset, noise=f"awgn:{sigma:g}", limit=limit)
     result: dict = {"dataset": Path(dataset).name, "images": len(folder), "sigma": sigma}
-    for name, label in (("invdn", "InvDN"), ("danet-r", "DANet-R")):
+    from invdn import registry
+
+    for spec in registry.MODELS:
+        name, label = spec.name, spec.label
         model = load(name).eval()
         scores: dict[str, list[float]] = {"fp32": [], "bf16": []}
         for index in range(len(folder)):
@@ -317,7 +325,7 @@ def bf16_psnr_cost(dataset: str | Path, limit: int | None, sigma: float = SIGMA)
             target = quantize8(clean.permute(1, 2, 0).numpy())
             for precision in scores:
                 with torch.inference_mode(), _autocast(precision):
-                    if name == "invdn":
+                    if spec.stochastic:
                         gen = torch.Generator().manual_seed(seed_from(0, "bench", item["name"]))
                         out = model.denoise(noisy, generator=gen)
                     else:
@@ -340,7 +348,8 @@ def run(
     psnr_limit: int | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> SpeedReport:
-    from invdn.runtime import configure_threads
+    from invdn import registry
+    from invdn.runtime import bf16_native, configure_threads
     from invdn.weights import load
 
     say = progress or (lambda message: None)
@@ -348,10 +357,22 @@ def run(
     kernels.tune_allocator()
     timer = Timer(used)
     repeats = repeats if repeats is not None else (1 if quick else 3)
-    report = SpeedReport(threads=used, clock=timer.name, reference_gflops_per_s=0.0)
+    report = SpeedReport(
+        threads=used,
+        cpu_capability=torch.backends.cpu.get_cpu_capability(),
+        clock=timer.name,
+        reference_gflops_per_s=0.0,
+    )
     say("reference convolution")
     report.reference_gflops_per_s = reference_gflops(timer)
-    models = {"InvDN": load("invdn").eval(), "DANet-R": load("danet-r").eval()}
+    models = {spec.label: load(spec.name).eval() for spec in registry.MODELS}
+    precisions: tuple[str, ...] = ("fp32", "bf16")
+    if not bf16_native():
+        precisions = ("fp32",)
+        report.notes.append(
+            f"bf16 rows skipped: this CPU ({torch.backends.cpu.get_cpu_capability()}) has no native bf16, so oneDNN "
+            "emulates it (measured 9.8x slower than fp32 for InvDN)"
+        )
     for label, model in models.items():
         if not getattr(model, "pretrained", False):
             report.notes.append(f"{label}: no shipped weights found, random init (speed is unaffected)")
@@ -365,6 +386,7 @@ def run(
         repeats,
         straightforward_sizes=sizes,
         ensemble_sizes=[0.25],
+        precisions=precisions,
     )
     report.notes.append("8-way ensemble measured at 0.25 MP only (at 12 MP it would take ~8x the fp32 time)")
     if quick:
@@ -373,7 +395,7 @@ def run(
         say("CBM3D 1 MP")
         report.rows.append(cbm3d_row(timer))
     say("training steps")
-    report.training = training_rows(timer, repeats)
+    report.training = training_rows(timer, repeats, precisions)
     say("bf16 gradients")
     report.bf16_gradients = bf16_gradient_agreement()
     if psnr_data is not None:
@@ -391,52 +413,63 @@ def summary(report: SpeedReport) -> dict:
                 return r
         return None
 
+    def slug(label: str) -> str:
+        return label.lower().replace("-", "_").replace(" (", "_").replace(")", "").replace(" ", "_")
+
     out: dict = {}
-    for mp in sorted({r.megapixels for r in report.rows if r.method == "InvDN"}):
-        fast, bf16, straight = (
-            row("InvDN", p, q, mp)
-            for p, q in (("optimised", "fp32"), ("optimised", "bf16"), ("straightforward", "fp32"))
-        )
-        key = f"{mp:g}MP"
-        if fast is not None:
-            out[f"invdn_fp32_fraction_of_reference_{key}"] = fast.fraction_of_reference
-            if bf16 is not None:
-                out[f"invdn_bf16_speedup_over_fp32_{key}"] = fast.seconds / bf16.seconds
-            if straight is not None:
-                out[f"invdn_optimised_speedup_over_straightforward_{key}"] = straight.seconds / fast.seconds
+    labels = list(dict.fromkeys(r.method for r in report.rows if r.method != "CBM3D" and "ensemble" not in r.method))
+    for label in labels:
+        for mp in sorted({r.megapixels for r in report.rows if r.method == label}):
+            fast, bf16, straight = (
+                row(label, p, q, mp)
+                for p, q in (("optimised", "fp32"), ("optimised", "bf16"), ("straightforward", "fp32"))
+            )
+            key = f"{slug(label)}_{mp:g}MP"
+            if fast is not None:
+                out[f"{key}_fp32_fraction_of_reference"] = fast.fraction_of_reference
+                if bf16 is not None:
+                    out[f"{key}_bf16_speedup_over_fp32"] = fast.seconds / bf16.seconds
+                if straight is not None:
+                    out[f"{key}_optimised_speedup_over_straightforward"] = straight.seconds / fast.seconds
+            if label != "DANet-R":  # seconds per MP against DANet-R's in the same run: < 1 is faster
+                for precision in ("fp32", "bf16"):
+                    mine, ref = row(label, "optimised", precision, mp), row("DANet-R", "optimised", precision, mp)
+                    if mine is not None and ref is not None:
+                        out[f"{key}_{precision}_time_over_danet_r"] = mine.seconds / ref.seconds
     for t in report.training:
         if t.path == "optimised":
-            out[f"train_{t.model}_{t.mode}_{t.precision}_speedup".replace("-", "_").lower()] = t.speedup
-    for label in ("InvDN", "DANet-R"):
-        if label in report.psnr:
-            out[f"{label.lower().replace('-', '_')}_bf16_psnr_cost_db"] = report.psnr[label]["cost_db"]
+            out[f"train_{slug(t.model)}_{t.mode}_{t.precision}_speedup".replace("-", "_")] = t.speedup
+    for label, value in report.psnr.items():
+        if isinstance(value, dict):
+            out[f"{slug(label)}_bf16_psnr_cost_db"] = value["cost_db"]
     return out
 
 
 def format_table(report: SpeedReport) -> str:
     ref = report.reference_gflops_per_s
     lines = [
+        f"CPU capability {report.cpu_capability}; "
         f"threads {report.threads}, clock {report.clock}; reference conv 64->64 3x3 channels-last 1x64x256x256 "
         f"fp32: {ref:.0f} GFLOP/s",
         "",
-        f"{'method':<19} {'path':<16} {'prec':<5} {'MP':>5} {'size':>9} {'tile':>5} {'s':>8} {'s/MP':>7} "
+        f"{'method':<25} {'path':<16} {'prec':<5} {'MP':>5} {'size':>9} {'tile':>5} {'s':>8} {'s/MP':>7} "
         f"{'GFLOP/s':>8} {'of ref':>7}",
     ]
     for r in report.rows:
         gflops = f"{r.gflops_per_s:8.0f}" if r.gflops_per_s is not None else f"{'-':>8}"
         frac = f"{r.fraction_of_reference:7.2f}" if r.fraction_of_reference is not None else f"{'-':>7}"
         lines.append(
-            f"{r.method:<19} {r.path:<16} {r.precision:<5} {r.megapixels:5.2f} {r.width:>4}x{r.height:<4} "
+            f"{r.method:<25} {r.path:<16} {r.precision:<5} {r.megapixels:5.2f} {r.width:>4}x{r.height:<4} "
             f"{r.tile or '-':>5} {r.seconds:8.2f} {r.seconds_per_mp:7.2f} {gflops} {frac}"
         )
     lines += [
         "",
         f"training step, batch {TRAIN_BATCH} x {TRAIN_PATCH}x{TRAIN_PATCH} (loss, backward, clip, Adam):",
-        f"{'model':<8} {'mode':<14} {'path':<16} {'prec':<5} {'step s':>7} {'kpx/s':>7} {'speedup':>8}",
+        f"{'model':<14} {'mode':<14} {'path':<16} {'prec':<5} {'step s':>7} {'kpx/s':>7} {'speedup':>8}",
     ]
     for t in report.training:
         lines.append(
-            f"{t.model:<8} {t.mode:<14} {t.path:<16} {t.precision:<5} {t.step_seconds:7.3f} "
+            f"{t.model:<14} {t.mode:<14} {t.path:<16} {t.precision:<5} {t.step_seconds:7.3f} "
             f"{t.pixels_per_s / 1e3:7.1f} {t.speedup:8.2f}"
         )
     if report.bf16_gradients:
@@ -450,10 +483,11 @@ def format_table(report: SpeedReport) -> str:
         p = report.psnr
         lines.append("")
         lines.append(f"bf16 PSNR cost on {p['dataset']} ({p['images']} images) sigma {p['sigma']:g}:")
-        for label in ("InvDN", "DANet-R"):
-            v = p[label]
+        for label, v in p.items():
+            if not isinstance(v, dict):
+                continue
             lines.append(
-                f"  {label:<8} fp32 {v['fp32_psnr']:.3f} dB, bf16 {v['bf16_psnr']:.3f} dB, cost {v['cost_db']:+.3f} dB"
+                f"  {label:<14} fp32 {v['fp32_psnr']:.3f} dB, bf16 {v['bf16_psnr']:.3f} dB, cost {v['cost_db']:+.3f} dB"
             )
     lines.append("")
     lines += [f"{k}: {v:.3f}" for k, v in summary(report).items()]

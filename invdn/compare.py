@@ -1,4 +1,5 @@
-"""InvDN against DANet-R on one image: quality, speed and size, for the CLI and the REST service.
+"""Every registry model (InvDN-LC, the paper's InvDN, DANet-R) on one image: quality, speed and size, for the CLI
+and the REST service.
 
 Three ways to call `compare`:
 - `sigma` (AWGN) or `noise="camera"` and no reference: `image` is the clean reference; seeded synthetic noise
@@ -23,11 +24,12 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 from torch import nn
 
+from invdn import registry
 from invdn.danet import DANetConfig, count_parameters, danet_parameter_counts
 from invdn.metrics import psnr, quantize8, ssim
 
-MODEL_KEYS = ("invdn", "danet-r")  # the denoisers compared, in table order
-LABELS = {"noisy": "noisy", "invdn": "InvDN", "danet-r": "DANet-R", "clean": "clean"}
+MODEL_KEYS = tuple(registry.names())  # the denoisers compared, in table order
+LABELS = {"noisy": "noisy", **{spec.name: spec.label for spec in registry.MODELS}, "clean": "clean"}
 NOISE_KINDS = ("awgn", "camera")
 RANDOM_INIT_NOTE = "random initialisation: no shipped weights"
 GRID_GAP = 4  # pixels between the panels of the side-by-side grid
@@ -41,7 +43,7 @@ _FLOPS_CACHE: dict[str, float] = {}
 class RowReport:
     """One row of the comparison: the noisy input or one denoiser's output."""
 
-    name: str  # "noisy", "invdn" or "danet-r"
+    name: str  # "noisy", "clean" or a registry model name
     label: str  # display name
     psnr: float | None  # dB against the reference; None without a reference
     ssim: float | None  # against the reference; None without a reference or below 7x7
@@ -223,9 +225,9 @@ def compare(
     samples: int = 1,
     device: str | torch.device = "cpu",
 ) -> CompareResult:
-    """Denoise one (H, W, 3) image with InvDN and DANet-R and measure both (see the module docstring).
+    """Denoise one (H, W, 3) image with every registry model and measure each (see the module docstring).
 
-    `models` maps "invdn" and "danet-r" to denoisers; missing ones come from `invdn.weights.load`.
+    `models` maps registry names to denoisers; missing ones come from `invdn.weights.load`.
     """
     if noise not in NOISE_KINDS:
         raise ValueError(f"unknown noise {noise!r}; choose one of {', '.join(NOISE_KINDS)}")
@@ -289,10 +291,11 @@ def compare(
         images["clean"] = clean8
 
     danet_counts = danet_parameter_counts(danet_config)
-    ratios = {
-        "invdn_over_danet_r": parameters["invdn"] / parameters["danet-r"],
-        "invdn_over_danet_all": parameters["invdn"] / danet_counts["total"],
-    }
+    ratios: dict[str, float] = {}
+    for name in MODEL_KEYS:
+        if name != "danet-r":  # e.g. "invdn_over_danet_r", "invdn-paper_over_danet_all"
+            ratios[f"{name}_over_danet_r"] = parameters[name] / parameters["danet-r"]
+            ratios[f"{name}_over_danet_all"] = parameters[name] / danet_counts["total"]
     return CompareResult(
         height=given.shape[0],
         width=given.shape[1],
@@ -321,7 +324,7 @@ def format_table(result: CompareResult) -> str:
     source = {"synthetic": f"noise {result.noise}, seed {result.seed}", "reference": "clean reference given"}
     lines = [
         f"{result.width}x{result.height} image, {source.get(result.mode, 'no reference: no PSNR/SSIM')}",
-        f"{'model':<8} {'PSNR dB':>8} {'SSIM':>7} {'ms':>9} {'params':>11} {'GFLOPs/MP':>10}  weights",
+        f"{'model':<14} {'PSNR dB':>8} {'SSIM':>7} {'ms':>9} {'params':>11} {'GFLOPs/MP':>10}  weights",
     ]
     for row in result.rows:
         if row.pretrained is None:
@@ -331,25 +334,32 @@ def format_table(result: CompareResult) -> str:
         params = f"{row.parameters:,}" if row.parameters is not None else "-"
         gflops = row.flops_per_megapixel / 1e9 if row.flops_per_megapixel is not None else None
         lines.append(
-            f"{row.label:<8} {_fmt(row.psnr, '.2f'):>8} {_fmt(row.ssim, '.4f'):>7} {_fmt(row.ms, '.1f'):>9} "
+            f"{row.label:<14} {_fmt(row.psnr, '.2f'):>8} {_fmt(row.ssim, '.4f'):>7} {_fmt(row.ms, '.1f'):>9} "
             f"{params:>11} {_fmt(gflops, '.1f'):>10}  {weights}"
         )
     counts = result.danet_parameters
-    all_ratio = 100 * result.ratios["invdn_over_danet_all"]
     lines.append(
-        f"parameters: InvDN / DANet-R = {100 * result.ratios['invdn_over_danet_r']:.1f} %; "
-        f"InvDN / DANet all networks (R {counts['r']:,} + G {counts['g']:,} + discriminator "
-        f"{counts['discriminator']:,} = {counts['total']:,}) = {all_ratio:.2f} %"
+        f"parameters against DANet-R ({counts['r']:,}) and all of DANet (R + G {counts['g']:,} + discriminator "
+        f"{counts['discriminator']:,} = {counts['total']:,}):"
     )
+    for name in MODEL_KEYS:
+        if f"{name}_over_danet_r" in result.ratios:
+            lines.append(
+                f"  {LABELS[name]}: {100 * result.ratios[f'{name}_over_danet_r']:.1f} % of DANet-R, "
+                f"{100 * result.ratios[f'{name}_over_danet_all']:.2f} % of DANet"
+            )
     lines.extend(f"warning: {warning}" for warning in result.warnings)
     return "\n".join(lines)
 
 
 def side_by_side_png(result: CompareResult) -> bytes:
-    """PNG grid noisy | InvDN | DANet-R | clean (clean only with a reference), each labelled with its PSNR."""
+    """PNG grid noisy | each model | clean (clean only with a reference), each labelled with its PSNR.
+
+    The labels' font grows with the image (at least 14 px), so they stay readable on big photos.
+    """
     names = [name for name in ("noisy", *MODEL_KEYS, "clean") if name in result.images]
     rows = {row.name: row for row in result.rows}
-    font = ImageFont.load_default()
+    font = ImageFont.load_default(size=max(14, min(result.width // 16, 48)))
     line_height = _text_height(font) + 2
     strip = 3 * line_height + 4  # name, PSNR, and "random init" for untrained networks
     height, width = result.height, result.width

@@ -173,10 +173,6 @@ class UNetD(nn.Module):
     """DANet's denoiser R: x_hat = y - U(y) on images of any size (padded to a multiple of 16)."""
 
     model_type = "danet-r"
-    # Tiles (invdn.inference): the 16x U-Net sees far past its overlap; with the v2 weights on a 512x512 image,
-    # 192-pixel tiles cost 0.067 dB against the whole image, 320-pixel ones 0.025 dB, so automatic tiles stay above.
-    tile_overlap = 32
-    min_tile = 320
 
     def __init__(self, config: DANetConfig | None = None) -> None:
         super().__init__()

@@ -28,6 +28,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from invdn import registry
 from invdn.data import FullImageFolder, PairedFolder, list_images
 from invdn.flops import count_parameters
 from invdn.metrics import psnr, quantize8, ssim
@@ -67,9 +68,6 @@ QUOTED: dict[str, dict[str, dict[int, float]]] = {
     },
 }
 QUOTED_SOURCE = "DPIR and FFDNet repositories' tables (full datasets, float noisy inputs)"
-
-MODEL_LABELS = {"invdn": "InvDN", "danet-r": "DANet-R"}
-
 
 @dataclass(frozen=True)
 class Condition:
@@ -178,11 +176,17 @@ def denoise_fn(
     return y[0].float().cpu().numpy().transpose(1, 2, 0)
 
 
+def _label(model: nn.Module) -> str:
+    """The registry's label for a module, else its `model_type`."""
+    spec = registry.spec_of(model)
+    return spec.label if spec is not None else str(getattr(model, "model_type", "model"))
+
+
 def describe_model(model: nn.Module, name: str | None = None) -> dict:
     """Model facts for the report: name, type, parameters, whether trained weights are loaded, weights file."""
     model_type = str(getattr(model, "model_type", "model"))
     return {
-        "name": name or MODEL_LABELS.get(model_type, model_type),
+        "name": name or _label(model),
         "model_type": model_type,
         "params": count_parameters(model),
         "pretrained": bool(getattr(model, "pretrained", False)),
@@ -192,8 +196,7 @@ def describe_model(model: nn.Module, name: str | None = None) -> dict:
 
 def model_method(model: nn.Module, name: str | None = None, ensemble: bool = False, seed: int = 0) -> Method:
     """A table row for a denoiser module (``.denoise``, ``model_type``, ``pretrained``)."""
-    model_type = str(getattr(model, "model_type", "model"))
-    label = name or MODEL_LABELS.get(model_type, model_type)
+    label = name or _label(model)
     if ensemble:
         label += " (x8 ensemble)"
     device = _model_device(model)

@@ -17,29 +17,41 @@ import psutil
 import torch
 from torch import nn
 
+from invdn import registry
+
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
-# Rough peak bytes of activations per input pixel for one forward pass (measured on CPU in float32 with
-# 512x512 tiles: 460 and 1000 bytes, then doubled for headroom); used to pick a tile size from the memory available.
-BYTES_PER_PIXEL = {"invdn": 768, "danet-r": 2048}  # measured peak of the optimised fp32 path: ~690 B/px (InvDN)
+# Per-model facts (tile overlap, smallest automatic tile, activation bytes per pixel) come from `invdn.registry`;
+# these apply to models the registry does not know.
 DEFAULT_BYTES_PER_PIXEL = 4 * 1024
 MIN_TILE = 64
 MAX_AUTO_TILE = {"cpu": 1024, "cuda": 2048, "mps": 1024}
-# A model may say how far its tiles must overlap (`tile_overlap`) and how small its automatic tiles may get
-# (`min_tile`); InvDN and DANet-R do (see their classes). These apply to models that do not.
 DEFAULT_OVERLAP = 32
 
 
 def model_overlap(model: nn.Module) -> int:
-    """The tile overlap a model asks for (its `tile_overlap`), else DEFAULT_OVERLAP."""
-    overlap = getattr(model, "tile_overlap", None)
-    return DEFAULT_OVERLAP if overlap is None else int(overlap)
+    """The tile overlap of a model's registry entry, else DEFAULT_OVERLAP."""
+    spec = registry.spec_of(model)
+    return DEFAULT_OVERLAP if spec is None else spec.tile_overlap
 
 
 def model_min_tile(model: nn.Module) -> int:
-    """The smallest automatic tile side for a model (its `min_tile`), else MIN_TILE."""
-    return max(MIN_TILE, int(getattr(model, "min_tile", MIN_TILE)))
+    """The smallest automatic tile side of a model's registry entry, else MIN_TILE."""
+    spec = registry.spec_of(model)
+    return max(MIN_TILE, spec.min_tile if spec is not None else MIN_TILE)
+
+
+def model_bytes_per_pixel(model: nn.Module) -> int:
+    """Peak activation bytes per input pixel of a model's registry entry, else DEFAULT_BYTES_PER_PIXEL."""
+    spec = registry.spec_of(model)
+    return DEFAULT_BYTES_PER_PIXEL if spec is None else spec.bytes_per_pixel
+
+
+def is_stochastic(model: nn.Module) -> bool:
+    """Whether a model's denoise draws random latents (takes `samples` and a `generator`)."""
+    spec = registry.spec_of(model)
+    return spec.stochastic if spec is not None else False
 
 
 class InferenceSetupError(ValueError):
@@ -109,12 +121,28 @@ def check_precision(device: torch.device, precision: str) -> torch.dtype:
     return dtype
 
 
-def tile_positions(length: int, tile: int, overlap: int) -> list[int]:
-    """Start offsets of tiles of size `tile` covering [0, length), neighbours overlapping by >= `overlap`."""
+def tile_positions(length: int, tile: int, overlap: int, multiple: int = 1) -> list[int]:
+    """Start offsets of tiles of size `tile` covering [0, length), neighbours overlapping by >= `overlap`.
+
+    With `multiple` > 1 (and `length`, `tile` multiples of it) every offset is a multiple too, so each tile sees
+    the same Haar/pooling grid as the whole image would.
+    """
     if length <= tile:
         return [0]
-    count = math.ceil((length - overlap) / (tile - overlap))
-    return [round(index * (length - tile) / (count - 1)) for index in range(count)]
+    stride = max(multiple, tile - overlap - (multiple - 1))  # room for rounding each offset to the grid
+    count = math.ceil((length - tile) / stride) + 1
+    return [round(index * (length - tile) / (count - 1) / multiple) * multiple for index in range(count)]
+
+
+def pad_to_grid(pixels: np.ndarray, multiple: int) -> np.ndarray:
+    """(H, W, C) padded bottom/right to multiples of `multiple`, as `invdn.model.pad_to_multiple` pads a tensor
+    (reflect, or edge when the image is too small to reflect)."""
+    height, width = pixels.shape[:2]
+    ph, pw = (-height) % multiple, (-width) % multiple
+    if ph == 0 and pw == 0:
+        return pixels
+    mode = "reflect" if ph < height and pw < width else "edge"
+    return np.pad(pixels, ((0, ph), (0, pw), (0, 0)), mode=mode)
 
 
 def balanced_tile(length: int, tile: int, overlap: int, multiple: int = 1) -> int:
@@ -168,7 +196,7 @@ class Denoiser:
         tile: int | None = None,
         overlap: int | None = None,
     ) -> None:
-        """`overlap` None: the model's own (`model_overlap`: InvDN 16, DANet-R 32 pixels)."""
+        """`overlap` None: the model's own (`model_overlap`, from the registry)."""
         if not hasattr(model, "denoise"):
             raise TypeError("model must have a .denoise(x) method")
         overlap = model_overlap(model) if overlap is None else overlap
@@ -189,7 +217,7 @@ class Denoiser:
 
     def auto_tile_size(self) -> int:
         """A tile side that fits the activation memory budget of the device (multiple of 32)."""
-        per_pixel = BYTES_PER_PIXEL.get(self.model_type, DEFAULT_BYTES_PER_PIXEL)
+        per_pixel = model_bytes_per_pixel(self.model)
         if self.device.type == "cuda":
             free, _ = torch.cuda.mem_get_info(self.device)
             budget = free * 0.5
@@ -216,7 +244,7 @@ class Denoiser:
             torch.inference_mode(),
             torch.autocast(device_type=self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32),
         ):
-            if self.model_type == "invdn":
+            if is_stochastic(self.model):
                 y = self.model.denoise(x, samples=samples, ensemble=ensemble, generator=generator)
             else:
                 y = self.model.denoise(x, ensemble=ensemble)
@@ -248,14 +276,17 @@ class Denoiser:
             raise ValueError(f"this model takes {self.in_channels}-channel images, not {pixels.shape[2]}-channel")
         if seed is None:
             seed = int(torch.seed())
-        height, width, channels = pixels.shape
+        height0, width0 = pixels.shape[:2]
         side = self.tile_size()
-        # tiles in whole multiples of the model's padding (InvDN: 4, DANet-R: 16): no tile padded where the image is not
+        # Tiles in whole multiples of the model's padding (InvDN: 4, DANet-R: 16), at offsets on the same grid, over
+        # the image padded as the model pads a whole image: each tile sees the whole image's Haar/pooling grid.
         multiple = max(1, int(getattr(self.model, "multiple", 1)))
+        pixels = pad_to_grid(pixels, multiple)
+        height, width, channels = pixels.shape
         tile_h = balanced_tile(height, side, self.overlap, multiple)
         tile_w = balanced_tile(width, side, self.overlap, multiple)
-        rows = tile_positions(height, tile_h, self.overlap)
-        cols = tile_positions(width, tile_w, self.overlap)
+        rows = tile_positions(height, tile_h, self.overlap, multiple)
+        cols = tile_positions(width, tile_w, self.overlap, multiple)
         row_windows = tile_windows(rows, tile_h)
         col_windows = tile_windows(cols, tile_w)
         # The windows are separable and the tiles form a grid, so the sum of weights is separable too.
@@ -284,4 +315,6 @@ class Denoiser:
             block = out[start : start + 256]
             block /= (row_sum[start : start + 256, None] * col_sum[None, :])[..., None]
             np.clip(block, 0.0, 1.0, out=block)
+        if (height, width) != (height0, width0):
+            out = np.ascontiguousarray(out[:height0, :width0])
         return out

@@ -76,10 +76,6 @@ class LatentCleaner(nn.Module):
 
 class InvDNLC(nn.Module):
     model_type = "invdn-lc"
-    # Tiles (invdn.inference) overlap by this many pixels. The cleaner sees 2 * (res_blocks + 1) 3x3 convolutions at
-    # 1/4 scale (about 56 px of the input at the default size) plus the couplings' context; tests/test_latent_clean.py
-    # checks tiled against whole-image output.
-    tile_overlap = 32
 
     def __init__(self, config: InvDNLCConfig | None = None) -> None:
         super().__init__()

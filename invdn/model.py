@@ -74,10 +74,6 @@ def dihedral(x: Tensor, k: int, inverse: bool = False) -> Tensor:
 
 class InvDN(nn.Module):
     model_type = "invdn"
-    # Tiles (invdn.inference) overlap by this many pixels: with the v2 weights, 256-px tiles overlapping by 16 stay
-    # within 0.018 dB of the whole image on three Kodak24 images at sigma 15 and 50 (8: 0.059 dB), measured by
-    # benchmarks/tile_overlap.py; tests/test_inference.py checks 0.05 dB.
-    tile_overlap = 16
 
     def __init__(self, config: InvDNConfig | None = None) -> None:
         super().__init__()

@@ -34,12 +34,43 @@ def _build_danet_r(args: dict) -> nn.Module:
     return UNetD(DANetConfig(**args))
 
 
+def _task_invdn_lc(cfg, grad_sync, device):
+    from invdn.latent_clean import InvDNLCConfig
+    from invdn.latent_clean_training import InvDNLCTask
+
+    return InvDNLCTask(InvDNLCConfig(), lr=cfg.lr or 2e-4, grad_sync=grad_sync, device=device)
+
+
+def _task_invdn(cfg, grad_sync, device):
+    from invdn.invdn_training import InvDNTask
+    from invdn.model import InvDNConfig
+
+    if cfg.bf16 and cfg.memory_saving:
+        raise ValueError("bf16 with memory-saving InvDN would rebuild activations from bf16 outputs; use one")
+    config = InvDNConfig(blocks_per_level=cfg.blocks_per_level, memory_saving=cfg.memory_saving)
+    return InvDNTask(
+        config,
+        lr=cfg.lr or 2e-4,
+        grad_sync=grad_sync,
+        device=device,
+        sobel_weight=cfg.sobel_weight,
+        ssim_weight=cfg.ssim_weight,
+    )
+
+
+def _task_danet_r(cfg, grad_sync, device):
+    from invdn.danet_training import DANetTask
+
+    return DANetTask(cfg.danet_mode, lr=cfg.lr or 1e-4, grad_sync=grad_sync, device=device)
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     name: str  # canonical name: CLI choices, service, invdn.load, the manifest key
     label: str  # short human label for tables, grids and the web page
     model_type: str  # architecture key stored in weights files (which class `build` makes)
     build: Callable[[dict], nn.Module]  # model_args -> a randomly initialised module
+    task: Callable  # (invdn.trainer.TrainConfig, grad_sync, device) -> its training task (invdn.trainer)
     description: str  # one line for `invdn info` and the service's model list
     aliases: tuple[str, ...] = ()  # other names accepted for this model
     tile_overlap: int = 32  # pixels by which inference tiles overlap (measured; see each entry)
@@ -54,9 +85,11 @@ MODELS: tuple[ModelSpec, ...] = (
         label="InvDN-LC",
         model_type="invdn-lc",
         build=_build_invdn_lc,
+        task=_task_invdn_lc,
         description="InvDN with a latent cleaner: invertible encode, cleaned (lr, z), decode (the default)",
         aliases=("invdn-lc",),
-        # 32 px: tests/test_latent_clean.py checks tiled output against the whole image.
+        # The cleaner's 14 3x3 convolutions at 1/4 scale see 56 px of the input each way, past a 32 px overlap, but
+        # the raised-cosine blend keeps the seam error small: tests/test_latent_clean.py checks tiled against whole.
         tile_overlap=32,
         min_tile=128,
         # measured peak RSS growth of fp32 denoise per input pixel (benchmarks/memory_per_pixel.py), rounded up
@@ -67,8 +100,10 @@ MODELS: tuple[ModelSpec, ...] = (
         label="InvDN (paper)",
         model_type="invdn",
         build=_build_invdn,
+        task=_task_invdn,
         description="InvDN as published: 2 Haar levels x 8 couplings, decoded with a fresh random z",
-        # 16 px: within 0.018 dB of the whole image on three Kodak24 images (benchmarks/tile_overlap.py).
+        # with the v2 weights, 256-px tiles overlapping by 16 stay within 0.018 dB of the whole image on three
+        # Kodak24 images at sigma 15 and 50 (8: 0.059 dB), measured by benchmarks/tile_overlap.py
         tile_overlap=16,
         min_tile=128,
         bytes_per_pixel=768,  # ~690 B/px measured on the optimised fp32 path
@@ -79,10 +114,13 @@ MODELS: tuple[ModelSpec, ...] = (
         label="DANet-R",
         model_type="danet-r",
         build=_build_danet_r,
+        task=_task_danet_r,
         description="DANet's denoiser R (Yue et al., ECCV 2020), the baseline",
         aliases=("danet",),
         tile_overlap=32,
-        min_tile=320,  # a U-Net with 4 poolings: smaller automatic tiles measured slower per pixel
+        # the 16x U-Net sees far past its overlap; with the v2 weights on a 512x512 image, 192-pixel tiles cost
+        # 0.067 dB against the whole image, 320-pixel ones 0.025 dB, so automatic tiles stay above.
+        min_tile=320,
         bytes_per_pixel=2048,
     ),
 )

@@ -45,14 +45,14 @@ DEFAULT_NOISE = "mix:awgn:0-55=0.4,camera:chroma=0-3:jpeg=0.3=0.4,poisson-gaussi
 
 @dataclass
 class TrainConfig:
-    model: str = "invdn"  # "invdn" or "danet"
+    model: str = "invdn"  # a registry name or alias (invdn.registry): "invdn", "invdn-paper", "danet-r"
     data: list[str] = field(default_factory=list)  # folders of clean training images
     noise: str = DEFAULT_NOISE  # noise spec (invdn.noise.make_noise); the default is the blind training mix
     name: str = "run"  # run folder name under runs_dir
     runs_dir: str = "runs"  # where run folders live
     patch: int = 128  # training patch size (DANet's dual mode needs 128)
     batch: int = 8  # global batch size (split over data-parallel ranks)
-    lr: float | None = None  # learning rate; None = the model's default (InvDN 2e-4, DANet 1e-4)
+    lr: float | None = None  # learning rate; None = the model's default (InvDN-LC and InvDN 2e-4, DANet 1e-4)
     schedule: str = "cosine"  # "cosine" (to 1 % at total_steps) or "step" (halve at 50/75/90 %)
     total_steps: int = 200_000  # length of the schedule
     max_steps: int | None = None  # stop after this step (None: run until time budget or total_steps)
@@ -63,10 +63,10 @@ class TrainConfig:
     val_every: int = 500  # steps between validations
     val_limit: int = 8  # validation images used
     bf16: bool = False  # bf16 autocast for the forward passes
-    memory_saving: bool = False  # InvDN: RevNet-style backprop
-    blocks_per_level: int = 8  # InvDN depth (paper: 8)
-    sobel_weight: float = 0.1  # InvDN backward loss: weight of the Sobel-gradient L1 term
-    ssim_weight: float = 1.0  # InvDN backward loss: weight of the (1 - SSIM) term (0: Charbonnier + Sobel only)
+    memory_saving: bool = False  # invdn-paper: RevNet-style backprop
+    blocks_per_level: int = 8  # invdn-paper depth (paper: 8)
+    sobel_weight: float = 0.1  # invdn-paper backward loss: weight of the Sobel-gradient L1 term
+    ssim_weight: float = 1.0  # invdn-paper backward loss: weight of the (1 - SSIM) term (0: Charbonnier + Sobel only)
     danet_mode: str = "l1"  # DANet: "l1" (R alone) or "dual" (the paper's adversarial training)
     seed: int = 0  # seeds data, noise and latent draws
     workers: int = 0  # DataLoader worker processes (0 = main process)
@@ -146,26 +146,10 @@ class StepBatches(Dataset):
 
 
 def make_task(cfg: TrainConfig, grad_sync: Callable[[nn.Module], None] | None, device: torch.device):
-    if cfg.model == "invdn":
-        from invdn.invdn_training import InvDNTask
-        from invdn.model import InvDNConfig
+    """The training task of `cfg.model` (a registry name or alias), from its registry entry."""
+    from invdn import registry
 
-        if cfg.bf16 and cfg.memory_saving:
-            raise ValueError("bf16 with memory-saving InvDN would rebuild activations from bf16 outputs; use one")
-        config = InvDNConfig(blocks_per_level=cfg.blocks_per_level, memory_saving=cfg.memory_saving)
-        return InvDNTask(
-            config,
-            lr=cfg.lr or 2e-4,
-            grad_sync=grad_sync,
-            device=device,
-            sobel_weight=cfg.sobel_weight,
-            ssim_weight=cfg.ssim_weight,
-        )
-    if cfg.model in ("danet", "danet-r"):
-        from invdn.danet_training import DANetTask
-
-        return DANetTask(cfg.danet_mode, lr=cfg.lr or 1e-4, grad_sync=grad_sync, device=device)
-    raise ValueError(f"unknown model {cfg.model!r}; use invdn or danet")
+    return registry.get(cfg.model).task(cfg, grad_sync, device)
 
 
 def _all_reduce_grads(module: nn.Module) -> None:
@@ -278,6 +262,7 @@ class Trainer:
         if not self.cfg.val_dir or self.rank != 0:
             return None
         from invdn.data import FullImageFolder
+        from invdn.inference import is_stochastic
         from invdn.metrics import psnr, quantize8
 
         if self._val is None:
@@ -289,7 +274,7 @@ class Trainer:
             item = self._val[i]
             noisy = item["noisy"].unsqueeze(0).to(self.device)
             gen = torch.Generator(device=self.device).manual_seed(seed_from("val", i))
-            kwargs = {"generator": gen} if getattr(model, "model_type", "") == "invdn" else {}
+            kwargs = {"generator": gen} if is_stochastic(model) else {}
             out = model.denoise(noisy, **kwargs).squeeze(0).clamp(0, 1).permute(1, 2, 0).cpu().numpy()
             clean = item["clean"].permute(1, 2, 0).numpy()
             scores.append(psnr(quantize8(out), quantize8(clean)))

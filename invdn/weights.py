@@ -20,7 +20,6 @@ from torch import nn
 from invdn import registry
 
 
-
 class WeightsError(ValueError):
     """A weights file is missing, corrupt, of the wrong kind, or fails its checksum."""
 

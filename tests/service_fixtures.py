@@ -16,12 +16,14 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from torch import nn
 
+from invdn import registry
 from service.app import create_app
 from service.config import Settings
 
 
 class StubDenoiser(nn.Module):
-    """A 3x3 box blur with the denoiser interface; `gate`, when set, makes each call wait for it."""
+    """A 3x3 box blur with the denoiser interface; `gate`, when set, makes each call wait for it; `delay` adds
+    seconds to each call; `global_mix` mixes in the input's mean, so tiled and whole-image outputs differ."""
 
     def __init__(self, model_type: str) -> None:
         super().__init__()
@@ -32,6 +34,8 @@ class StubDenoiser(nn.Module):
         with torch.no_grad():
             self.blur.weight.fill_(1.0 / 9.0)
         self.gate: threading.Event | None = None
+        self.delay = 0.0
+        self.global_mix = 0.0
         self.calls = 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -41,11 +45,16 @@ class StubDenoiser(nn.Module):
         self.calls += 1
         if self.gate is not None:
             self.gate.wait(timeout=30)
-        return self.blur(x)
+        if self.delay:
+            time.sleep(self.delay)
+        out = self.blur(x)
+        if self.global_mix:
+            out = (1 - self.global_mix) * out + self.global_mix * x.mean()
+        return out
 
 
 def stub_provider(models: dict[str, StubDenoiser]) -> Callable[[str], nn.Module]:
-    """A model provider handing out the given stubs by weights name ("invdn", "danet-r")."""
+    """A model provider handing out the given stubs by canonical registry name."""
 
     def provide(name: str) -> nn.Module:
         return models[name]
@@ -54,7 +63,8 @@ def stub_provider(models: dict[str, StubDenoiser]) -> Callable[[str], nn.Module]
 
 
 def make_stubs() -> dict[str, StubDenoiser]:
-    return {"invdn": StubDenoiser("invdn"), "danet-r": StubDenoiser("danet-r")}
+    """One stub per registry model, keyed by canonical name, with the model's `model_type`."""
+    return {spec.name: StubDenoiser(spec.model_type) for spec in registry.MODELS}
 
 
 def stub_settings(**overrides: object) -> Settings:

@@ -7,9 +7,11 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
+from invdn import registry
 from invdn.cli import main
 from invdn.compare import GRID_GAP, RANDOM_INIT_NOTE, compare, format_table, side_by_side_png
 from invdn.danet import UNetD
+from invdn.latent_clean import InvDNLC
 from invdn.model import InvDN, InvDNConfig
 
 HEIGHT, WIDTH = 32, 48
@@ -25,31 +27,35 @@ def _clean_image() -> np.ndarray:
 @pytest.fixture(scope="module")
 def models() -> dict[str, torch.nn.Module]:
     torch.manual_seed(0)
-    return {"invdn": InvDN(InvDNConfig()), "danet-r": UNetD()}
+    return {"invdn": InvDNLC(), "invdn-paper": InvDN(InvDNConfig()), "danet-r": UNetD()}
 
 
 def test_compare_synthetic_awgn_reports_every_measure(models):
     result = compare(_clean_image(), sigma=25, seed=0, models=models)
     data = json.loads(json.dumps(result.to_dict(), allow_nan=False))
     assert data["mode"] == "synthetic" and data["noise"] == "awgn:25:clip8"
-    assert set(data["models"]) == {"noisy", "invdn", "danet-r"}
+    assert set(data["models"]) == {"noisy", *registry.names()}
     noisy = data["models"]["noisy"]
     assert noisy["psnr"] == pytest.approx(20.17, abs=0.5)
     assert 0 < noisy["ssim"] < 1
-    for name, parameters in (("invdn", 2_640_960), ("danet-r", 9_153_571)):
+    for name, model in models.items():
         row = data["models"][name]
-        assert row["parameters"] == parameters
+        assert row["parameters"] == sum(p.numel() for p in model.parameters())
         assert row["psnr"] is not None and row["ssim"] is not None
         assert row["ms"] > 0 and row["flops_per_megapixel"] > 1e9
         assert row["pretrained"] is False and row["note"] == RANDOM_INIT_NOTE
-    assert data["ratios"]["invdn_over_danet_r"] == pytest.approx(2_640_960 / 9_153_571)
-    assert data["ratios_percent"] == {"invdn_over_danet_r": 28.85, "invdn_over_danet_all": 4.19}
+    assert data["models"]["invdn-paper"]["parameters"] == 2_640_960
+    assert data["models"]["danet-r"]["parameters"] == 9_153_571
+    assert data["ratios"]["invdn-paper_over_danet_r"] == pytest.approx(2_640_960 / 9_153_571)
+    assert data["ratios_percent"]["invdn-paper_over_danet_r"] == 28.85
+    assert data["ratios_percent"]["invdn-paper_over_danet_all"] == 4.19
+    assert data["ratios"]["invdn_over_danet_r"] < 0.4  # the default model's budget
     assert data["danet_parameters"]["total"] == 63_011_175
-    assert len(data["warnings"]) == 2
-    assert set(result.images) == {"noisy", "invdn", "danet-r", "clean"}
+    assert len(data["warnings"]) == 3
+    assert set(result.images) == {"noisy", *registry.names(), "clean"}
     assert all(img.dtype == np.uint8 and img.shape == (HEIGHT, WIDTH, 3) for img in result.images.values())
     table = format_table(result)
-    assert "28.9 %" in table and "4.19 %" in table and RANDOM_INIT_NOTE in table
+    assert "28.9 % of DANet-R" in table and "4.19 % of DANet" in table and RANDOM_INIT_NOTE in table
 
 
 def test_noise_is_seeded_and_rounded_to_8_bits(models):
@@ -68,7 +74,7 @@ def test_trained_weights_are_not_flagged(models):
     finally:
         models["danet-r"].pretrained = False
     assert result.row("danet-r").note == "" and result.row("invdn").note == RANDOM_INIT_NOTE
-    assert len(result.warnings) == 1
+    assert len(result.warnings) == 2
 
 
 def test_reference_and_blind_modes(models):
@@ -79,7 +85,8 @@ def test_reference_and_blind_modes(models):
     blind = compare(clean8, models=models)
     assert blind.mode == "blind" and blind.row("invdn").psnr is None
     assert "clean" not in blind.images
-    assert Image.open(io.BytesIO(side_by_side_png(blind))).width == 3 * WIDTH + 2 * GRID_GAP
+    panels = 1 + len(registry.names())
+    assert Image.open(io.BytesIO(side_by_side_png(blind))).width == panels * WIDTH + (panels - 1) * GRID_GAP
 
 
 def test_camera_noise(models):
@@ -104,10 +111,11 @@ def test_bad_requests_are_refused(models):
         compare(image, noise="salt", models=models)
 
 
-def test_side_by_side_grid_has_four_labelled_panels(models):
+def test_side_by_side_grid_has_a_labelled_panel_per_model(models):
     result = compare(_clean_image(), sigma=25, models=models)
     grid = Image.open(io.BytesIO(side_by_side_png(result)))
-    assert grid.width == 4 * WIDTH + 3 * GRID_GAP and grid.height > HEIGHT
+    panels = 2 + len(registry.names())
+    assert grid.width == panels * WIDTH + (panels - 1) * GRID_GAP and grid.height > HEIGHT
     pixels = np.asarray(grid.convert("RGB"))
     strip = pixels[: grid.height - HEIGHT]
     assert (strip < 128).any()  # labels were drawn above the panels
@@ -124,13 +132,14 @@ def test_cli_compare_json_and_grid(tmp_path, monkeypatch):
     data = json.loads(result.output)
     assert {"models", "ratios", "ratios_percent", "danet_parameters", "warnings", "grid"} <= set(data)
     assert data["models"]["noisy"]["psnr"] == pytest.approx(20.17, abs=0.5)
-    for name in ("invdn", "danet-r"):
+    for name in registry.names():
         if not data["models"][name]["pretrained"]:
             assert data["models"][name]["note"] == RANDOM_INIT_NOTE
     grid_path = tmp_path / "tiny_compare.png"
     assert data["grid"] == str(grid_path)
     grid = Image.open(grid_path)
-    assert grid.width == 4 * WIDTH + 3 * GRID_GAP
+    panels = 2 + len(registry.names())
+    assert grid.width == panels * WIDTH + (panels - 1) * GRID_GAP
     before = grid_path.read_bytes()
 
     again = runner.invoke(main, ["compare", "tiny.png", "--sigma", "25", "--seed", "3"])
@@ -139,7 +148,7 @@ def test_cli_compare_json_and_grid(tmp_path, monkeypatch):
 
     table = runner.invoke(main, ["compare", "tiny.png", "--sigma", "25", "--seed", "3", "--overwrite"])
     assert table.exit_code == 0, table.output
-    assert "InvDN / DANet-R = 28.9 %" in table.output and "= 4.19 %" in table.output
+    assert "InvDN (paper): 28.9 % of DANet-R, 4.19 % of DANet" in table.output
     assert grid_path.read_bytes() != before
 
 

@@ -12,6 +12,7 @@ from skimage import data
 from torch import nn
 
 import invdn.inference as inference
+from invdn import registry
 from invdn.danet import DANetConfig, UNetD
 from invdn.inference import (
     DEFAULT_OVERLAP,
@@ -98,7 +99,9 @@ def test_tiled_matches_untiled_with_danet(noisy_and_clean: tuple[np.ndarray, np.
     assert abs(psnr(tiled, clean) - psnr(whole, clean)) < 0.05
 
 
-@pytest.mark.parametrize("name", ["danet-r", pytest.param("invdn", marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "name", ["invdn", "danet-r", pytest.param("invdn-paper", marks=pytest.mark.slow)]
+)
 def test_tiled_matches_untiled_with_shipped_weights(name: str, noisy_and_clean: tuple[np.ndarray, np.ndarray]) -> None:
     model = load(name)
     if not model.pretrained:
@@ -113,11 +116,11 @@ def test_tiled_matches_untiled_with_shipped_weights(name: str, noisy_and_clean: 
 
 def test_overlap_and_smallest_auto_tile_come_from_the_model() -> None:
     invdn, danet = InvDN(InvDNConfig(blocks_per_level=1, hidden=8)), UNetD(DANetConfig(wf=4))
-    assert Denoiser(invdn, device="cpu").overlap == invdn.tile_overlap == 16
-    assert Denoiser(danet, device="cpu").overlap == danet.tile_overlap == 32
+    assert Denoiser(invdn, device="cpu").overlap == registry.get("invdn-paper").tile_overlap == 16
+    assert Denoiser(danet, device="cpu").overlap == registry.get("danet-r").tile_overlap == 32
     assert Denoiser(BlurStub(), device="cpu").overlap == DEFAULT_OVERLAP
     assert Denoiser(invdn, device="cpu", overlap=0).overlap == 0  # an explicit overlap wins
-    assert Denoiser(danet, device="cpu").auto_tile_size() >= danet.min_tile == 320
+    assert Denoiser(danet, device="cpu").auto_tile_size() >= registry.get("danet-r").min_tile == 320
     with pytest.raises(ValueError, match="overlap 32"):
         Denoiser(danet, device="cpu", tile=64)
 

@@ -22,6 +22,7 @@ from service_fixtures import (
     wait_ready,
 )
 
+from invdn import registry
 from invdn.inference import Denoiser
 from invdn.metrics import psnr, quantize8
 
@@ -69,7 +70,7 @@ def test_denoise_with_danet_and_json_answer(client):
     )
     assert as_image.status_code == as_json.status_code == 200
     body = as_json.json()
-    assert as_json.headers["x-model"] == body["model"] == "danet"
+    assert as_json.headers["x-model"] == body["model"] == "danet-r"  # the alias is answered with the canonical name
     assert body["parameters"] == int(as_json.headers["x-parameters"])
     assert body["inference_ms"] >= 0 and body["pretrained"] is False
     assert (body["width"], body["height"], body["format"], body["media_type"]) == (40, 40, "PNG", "image/png")
@@ -127,14 +128,15 @@ def test_compare_with_synthetic_noise(client):
     assert body["mode"] == "synthetic" and body["noise"].startswith("awgn:25")
     assert (body["height"], body["width"]) == (40, 48)
     rows = body["models"]
-    assert set(rows) == {"noisy", "invdn", "danet-r"}
-    for name in ("invdn", "danet-r"):
+    assert list(rows) == ["noisy", *registry.names()]
+    assert [rows[name]["label"] for name in registry.names()] == [spec.label for spec in registry.MODELS]
+    for name in registry.names():
         assert rows[name]["psnr"] > 10 and 0 < rows[name]["ssim"] <= 1
         assert rows[name]["ms"] >= 0 and rows[name]["parameters"] > 0 and rows[name]["flops_per_megapixel"] > 0
     noisy = decode_png(base64.b64decode(body["images"]["noisy"]))
     assert noisy.shape == clean.shape
     assert rows["noisy"]["psnr"] == pytest.approx(psnr(noisy, clean), abs=1e-6)
-    for name in ("invdn", "danet-r", "clean"):
+    for name in (*registry.names(), "clean"):
         assert decode_png(base64.b64decode(body["images"][name])).shape == clean.shape
     assert body["ratios"]["invdn_over_danet_r"] == pytest.approx(
         rows["invdn"]["parameters"] / rows["danet-r"]["parameters"]
@@ -176,26 +178,29 @@ def test_compare_rejects_a_reference_of_another_size(client):
     assert response.json()["code"] == "invalid_image_pair"
 
 
-def test_models_lists_both_models(client_and_stubs):
+def test_models_lists_every_registry_model(client_and_stubs):
     client, stubs = client_and_stubs
     response = client.get("/v1/models")
     assert response.status_code == 200
     body = response.json()
     by_name = {m["name"]: m for m in body["models"]}
-    assert set(by_name) == {"invdn", "danet"}
-    assert by_name["invdn"]["model_type"] == "invdn" and by_name["danet"]["model_type"] == "danet-r"
-    assert by_name["invdn"]["parameters"] == sum(p.numel() for p in stubs["invdn"].parameters())
+    assert list(by_name) == registry.names()
+    for spec in registry.MODELS:
+        info = by_name[spec.name]
+        assert (info["model_type"], info["label"], info["aliases"]) == (spec.model_type, spec.label, list(spec.aliases))
+        assert info["parameters"] == sum(p.numel() for p in stubs[spec.name].parameters())
     for info in by_name.values():
         assert info["pretrained"] is False
         assert "shipped" in info["weights"] and "path" not in info["weights"]
     limits = body["limits"]
     assert limits["max_upload_bytes"] > 0 and "png" in limits["formats"]
+    assert 0 < limits["sync_max_pixels"] <= limits["max_pixels"]
 
 
 def test_health_and_metrics(client):
-    assert client.get("/health/live").json() == {"status": "alive", "models": []}
+    assert client.get("/health/live").json() == {"status": "alive", "models": sorted(registry.names())}
     ready = client.get("/health/ready")
-    assert ready.status_code == 200 and ready.json()["models"] == ["danet", "invdn"]
+    assert ready.status_code == 200 and ready.json()["models"] == sorted(registry.names())
     image = noisy_image(50, 20)
     assert client.post("/v1/denoise", files=upload(encode(image)), data={"model": "danet"}).status_code == 200
     assert client.post("/v1/denoise", files=upload(b"plain text, not an image")).status_code == 415
@@ -209,11 +214,13 @@ def test_health_and_metrics(client):
     assert value(r'invdn_http_requests_total\{method="POST",route="/v1/denoise",status="200"\}') >= 1
     assert value(r'invdn_http_requests_total\{method="POST",route="/v1/denoise",status="415"\}') >= 1
     assert value(r'invdn_http_request_duration_seconds_count\{method="POST",route="/v1/denoise"\}') >= 2
-    assert value(r'invdn_inference_seconds_count\{model="danet"\}') >= 1
-    assert value(r'invdn_megapixels_total\{model="danet"\}') >= 50 * 20 / 1e6
+    assert value(r'invdn_inference_seconds_count\{model="danet-r"\}') >= 1
+    assert value(r'invdn_megapixels_total\{model="danet-r"\}') >= 50 * 20 / 1e6
     assert value(r'invdn_rejects_total\{reason="unsupported_format"\}') >= 1
     assert value("invdn_queue_depth") == 0
-    assert value("invdn_queue_capacity") == 9
+    settings = client.app.state.settings
+    assert value("invdn_queue_capacity") == settings.inference_workers + settings.queue_size
+    assert value('invdn_tiles_total{kind="sync"}') >= 1 and value("invdn_tasks") == 0
 
 
 def test_errors_are_json_with_a_code(client):
@@ -249,7 +256,7 @@ def test_not_ready_until_models_are_loaded_and_warmed_up():
         assert client.get("/v1/models").status_code == 503
         release.set()
         wait_ready(client)
-        assert stubs["invdn"].calls >= 1 and stubs["danet-r"].calls >= 1  # warmed up before ready
+        assert all(stub.calls >= 1 for stub in stubs.values())  # every model warmed up before ready
         assert client.post("/v1/denoise", files=upload(encode(noisy_image(16, 16)))).status_code == 200
 
 

@@ -51,7 +51,7 @@ def main_weights(run: Path) -> dict[str, torch.Tensor]:
     return load_file(str(run / "checkpoint" / "main.safetensors"))
 
 
-@pytest.mark.parametrize("model", ["invdn", "danet"])
+@pytest.mark.parametrize("model", ["invdn", "invdn-paper", "danet"])
 def test_resume_is_bit_exact(tmp_path, image_folder, model):
     torch.set_num_threads(1)
     straight = Trainer(small_config(tmp_path / "a", image_folder, model=model, max_steps=3), progress=False)
@@ -183,7 +183,8 @@ def test_backward_loss_weights_reach_the_invdn_task(tmp_path, image_folder):
     _, without_ssim = float32_losses(lr, recon, clean, sobel_weight=0.5, ssim_weight=0.0)
     torch.testing.assert_close(without_ssim, charbonnier(recon, clean) + 0.5 * sobel_l1(recon, clean))
 
-    trainer = Trainer(small_config(tmp_path, image_folder, ssim_weight=0.0, sobel_weight=0.5), progress=False)
+    cfg = small_config(tmp_path, image_folder, model="invdn-paper", ssim_weight=0.0, sobel_weight=0.5)
+    trainer = Trainer(cfg, progress=False)
     assert (trainer.task.sobel_weight, trainer.task.ssim_weight) == (0.5, 0.0)
-    default = Trainer(small_config(tmp_path / "d", image_folder), progress=False)
+    default = Trainer(small_config(tmp_path / "d", image_folder, model="invdn-paper"), progress=False)
     assert (default.task.sobel_weight, default.task.ssim_weight) == (0.1, 1.0)  # issue 4's loss

@@ -1,4 +1,4 @@
-"""`invdn compare`: InvDN against DANet-R on one image (table or JSON, and a side-by-side PNG grid)."""
+"""`invdn compare`: every registry model on one image (table or JSON, and a side-by-side PNG grid)."""
 
 from __future__ import annotations
 

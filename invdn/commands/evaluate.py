@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-MODEL_CHOICES = ("invdn", "danet-r", "danet")
+from invdn import registry
 
 
 def _parse_sigmas(text: str) -> list[float]:
@@ -41,9 +41,11 @@ def _parse_weights(items: tuple[str, ...]) -> dict[str, str]:
         name, sep, path = item.partition("=")
         if not sep or not path:
             raise click.BadParameter(f"{item!r}: expected NAME=PATH", param_hint="--weights")
-        name = "danet-r" if name.strip() == "danet" else name.strip()
-        if name not in ("invdn", "danet-r"):
-            raise click.BadParameter(f"{item!r}: NAME must be invdn or danet-r", param_hint="--weights")
+        try:
+            name = registry.get(name.strip()).name
+        except registry.UnknownModel:
+            message = f"{item!r}: NAME must be one of {registry.names()}"
+            raise click.BadParameter(message, param_hint="--weights") from None
         if not Path(path).is_file():
             raise click.BadParameter(f"{path}: no such file", param_hint="--weights")
         out[name] = path
@@ -55,8 +57,8 @@ def _parse_weights(items: tuple[str, ...]) -> dict[str, str]:
     "--model",
     "models",
     multiple=True,
-    type=click.Choice(MODEL_CHOICES),
-    help="Model to evaluate (repeatable). Default: invdn and danet-r.",
+    type=click.Choice(registry.choices()),
+    help=f"Model to evaluate (repeatable). Default: all of {', '.join(registry.names())}.",
 )
 @click.option(
     "--weights",
@@ -166,7 +168,7 @@ def evaluate(
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--noise") from None
     weight_paths = _parse_weights(weights)
-    names = list(dict.fromkeys("danet-r" if m == "danet" else m for m in models)) or ["invdn", "danet-r"]
+    names = list(dict.fromkeys(registry.get(m).name for m in models)) or registry.names()
     names += [n for n in weight_paths if n not in names]
     config = EvalConfig(
         datasets=list(datasets),
@@ -198,7 +200,7 @@ def evaluate(
         model.eval()
         described.append(describe_model(model))
         rows.append(model_method(model, seed=seed))
-        if ensemble and name == "invdn":
+        if ensemble and name == registry.DEFAULT:
             rows.append(model_method(model, ensemble=True, seed=seed))
         if not getattr(model, "pretrained", False):
             click.echo(f"warning: {name} has no trained weights; its rows use a random init", err=True)

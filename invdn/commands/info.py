@@ -1,4 +1,4 @@
-"""`invdn info`: every model's configuration, parameter count and measured FLOPs per megapixel."""
+"""`invdn info`: every registry model's configuration, parameter count and measured FLOPs per megapixel."""
 
 from __future__ import annotations
 
@@ -8,48 +8,46 @@ import click
 
 
 def gather_info() -> dict:
-    from invdn.danet import DANetConfig, Discriminator, UNetD, UNetG
-    from invdn.flops import flops_per_megapixel
-    from invdn.model import InvDN, InvDNConfig, count_parameters
+    from invdn import registry
+    from invdn.danet import DANetConfig, Discriminator, UNetG
+    from invdn.flops import count_parameters, flops_per_megapixel
     from invdn.weights import weights_info
 
-    invdn_cfg = InvDNConfig()
-    invdn = InvDN(invdn_cfg)
+    models: dict[str, dict] = {}
+    for spec in registry.MODELS:
+        net = spec.build({})
+        models[spec.name] = {
+            "label": spec.label,
+            "description": spec.description,
+            "config": net.model_args,
+            "parameters": count_parameters(net),
+            "flops_per_megapixel": flops_per_megapixel(net),
+            "weights": weights_info(spec.name),
+        }
     danet_cfg = DANetConfig()
-    r, g, d = UNetD(danet_cfg), UNetG(danet_cfg), Discriminator()
-    n_invdn = count_parameters(invdn)
-    n_r, n_g, n_d = count_parameters(r), count_parameters(g), count_parameters(d)
+    n_r = models["danet-r"]["parameters"]
+    n_g, n_d = count_parameters(UNetG(danet_cfg)), count_parameters(Discriminator())
     total = n_r + n_g + n_d
+    models["danet-g"] = {"parameters": n_g}
+    models["danet-discriminator"] = {"parameters": n_d}
+    models["danet-total"] = {"parameters": total}
+    ratios = {
+        name: {"over_danet_r": models[name]["parameters"] / n_r, "over_danet_all": models[name]["parameters"] / total}
+        for name in registry.names()
+        if name != "danet-r"
+    }
     return {
-        "models": {
-            "invdn": {
-                "config": invdn.model_args,
-                "parameters": n_invdn,
-                "flops_per_megapixel": flops_per_megapixel(invdn),
-                "weights": weights_info("invdn"),
-            },
-            "danet-r": {
-                "config": r.model_args,
-                "parameters": n_r,
-                "flops_per_megapixel": flops_per_megapixel(r),
-                "weights": weights_info("danet-r"),
-            },
-            "danet-g": {"parameters": n_g},
-            "danet-discriminator": {"parameters": n_d},
-            "danet-total": {"parameters": total},
-        },
-        "ratios": {
-            "invdn_over_danet_r": n_invdn / n_r,
-            "invdn_over_danet_all": n_invdn / total,
-        },
-        "flops_method": "torch.utils.flop_counter on a 64x64 input, scaled to 1 MP; InvDN = encode + decode",
+        "models": models,
+        "ratios": ratios,
+        "flops_method": "torch.utils.flop_counter on a 64x64 input through the model's forward (one denoise "
+        "pass: InvDN = encode + decode, InvDN-LC = encode + cleaner + decode), scaled to 1 MP",
     }
 
 
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
 def info(as_json: bool) -> None:
-    """Show model configurations, parameter counts and FLOPs per megapixel."""
+    """Show model configurations, parameter counts, FLOPs per megapixel and ratios to DANet."""
     data = gather_info()
     if as_json:
         click.echo(json.dumps(data, indent=2))
@@ -61,7 +59,9 @@ def info(as_json: bool) -> None:
         w = row.get("weights")
         wtxt = "" if w is None else (w.get("file", "?") if w.get("shipped") else "random init (none shipped)")
         click.echo(f"{name:<22}{row['parameters']:>14,}{flops:>12}  {wtxt}")
-    r = data["ratios"]
-    click.echo(f"\nInvDN / DANet-R:              {100 * r['invdn_over_danet_r']:.1f} %")
-    click.echo(f"InvDN / DANet (R + G + D):    {100 * r['invdn_over_danet_all']:.2f} %")
-    click.echo(f"\nInvDN config: {m['invdn']['config']}")
+    click.echo(f"\n{'model':<22}{'/ DANet-R':>12}{'/ DANet (R+G+D)':>18}")
+    for name, r in data["ratios"].items():
+        click.echo(f"{name:<22}{100 * r['over_danet_r']:>11.1f}%{100 * r['over_danet_all']:>17.2f}%")
+    for name, row in m.items():
+        if "config" in row:
+            click.echo(f"\n{name} config: {row['config']}")

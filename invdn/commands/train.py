@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import click
 
+from invdn import registry
 from invdn.trainer import DEFAULT_NOISE
 
 
 @click.command()
-@click.option("--model", type=click.Choice(["invdn", "danet"]), default="invdn", help="Network to train.")
+@click.option(
+    "--model",
+    type=click.Choice(registry.choices()),
+    default=registry.DEFAULT,
+    help="Network to train (a registry name): " + ", ".join(registry.names()) + ".",
+)
 @click.option(
     "--data",
     multiple=True,
@@ -70,7 +76,9 @@ from invdn.trainer import DEFAULT_NOISE
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", help="Device.")
 @click.option("--seed", type=int, default=0, help="Seed for data, noise and latent draws.")
 def train(**opts) -> None:
-    """Train InvDN or DANet. Run under `torchrun --nproc-per-node N` for data parallelism."""
+    """Train a registry model (InvDN-LC, the paper's InvDN, DANet-R).
+
+    Run under `torchrun --nproc-per-node N` for data parallelism."""
     import os
 
     from invdn.runtime import configure_threads
@@ -80,6 +88,7 @@ def train(**opts) -> None:
     configure_threads(workers=world, threads=opts.pop("threads"))  # DataLoader workers run 1 thread each
     resume = opts.pop("resume")
     opts["data"] = list(opts["data"])
+    opts["model"] = registry.get(opts["model"]).name
     opts["name"] = opts["name"] or opts["model"]
     opts["time_budget"] = parse_duration(opts["time_budget"])
     opts["checkpoint_every"] = parse_duration(opts["checkpoint_every"])

@@ -1,0 +1,58 @@
+"""The model registry: every entry builds, loads (shipped weights or random init), denoises and reports its
+parameters; names and aliases resolve; weights files name their architecture."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from invdn import registry, weights
+from invdn.flops import count_parameters
+from invdn.inference import is_stochastic, model_overlap
+
+
+@pytest.mark.parametrize("spec", registry.MODELS, ids=lambda s: s.name)
+def test_every_entry_loads_denoises_and_counts_parameters(spec):
+    model = weights.load(spec.name)
+    assert registry.spec_of(model) is spec
+    assert model.model_type == spec.model_type
+    parameters = count_parameters(model)
+    assert parameters == count_parameters(spec.build({})) > 0
+    x = torch.rand(1, 3, 37, 29, generator=torch.Generator().manual_seed(0))
+    kwargs = {"generator": torch.Generator().manual_seed(0)} if is_stochastic(model) else {}
+    with torch.no_grad():
+        y = model.denoise(x, **kwargs)
+    assert y.shape == x.shape and torch.isfinite(y).all()
+    assert model_overlap(model) == spec.tile_overlap
+    info = weights.weights_info(spec.name)
+    if info["shipped"]:
+        assert model.pretrained and info["parameters"] == parameters
+
+
+def test_names_and_aliases():
+    assert registry.names()[0] == registry.DEFAULT == "invdn"
+    assert registry.get("danet") is registry.get("danet-r")
+    assert set(registry.names()) <= set(registry.choices())
+    with pytest.raises(registry.UnknownModel, match="choose one of"):
+        registry.get("nope")
+    assert weights.canonical_model_type("danet") == "danet-r"
+
+
+def test_default_model_fits_the_design_budget():
+    """Issue 14: <= 40 % of DANet-R's parameters and <= its inference FLOPs per megapixel."""
+    from invdn.flops import flops_per_megapixel
+
+    lc, danet = registry.get("invdn").build({}), registry.get("danet-r").build({})
+    assert count_parameters(lc) <= 0.4 * count_parameters(danet)
+    assert flops_per_megapixel(lc) <= flops_per_megapixel(danet)
+
+
+def test_weights_file_round_trip_and_wrong_kind(tmp_path):
+    lc = registry.get("invdn").build({"width": 8, "res_blocks": 1, "hidden": 8})
+    path = weights.save(lc, tmp_path / "lc.safetensors")
+    again = weights.load("invdn", path=path)
+    assert again.config == lc.config
+    for a, b in zip(lc.state_dict().values(), again.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    with pytest.raises(weights.WeightsError, match="not 'danet-r'"):
+        weights.load("danet-r", path=path)
