@@ -92,8 +92,8 @@ MODELS: tuple[ModelSpec, ...] = (
         # the raised-cosine blend keeps the seam error small: tests/test_latent_clean.py checks tiled against whole.
         tile_overlap=32,
         min_tile=128,
-        # measured peak RSS growth of fp32 denoise per input pixel (benchmarks/memory_per_pixel.py), rounded up
-        bytes_per_pixel=1024,
+        # benchmarks/memory_per_pixel.py: 407 B/px (fp32, 1024x1024, AVX512), here with ~1.9x headroom
+        bytes_per_pixel=768,
     ),
     ModelSpec(
         name="invdn-paper",
@@ -106,7 +106,7 @@ MODELS: tuple[ModelSpec, ...] = (
         # Kodak24 images at sigma 15 and 50 (8: 0.059 dB), measured by benchmarks/tile_overlap.py
         tile_overlap=16,
         min_tile=128,
-        bytes_per_pixel=768,  # ~690 B/px measured on the optimised fp32 path
+        bytes_per_pixel=768,  # benchmarks/memory_per_pixel.py: 559 B/px (fp32, 1024x1024, AVX512)
         stochastic=True,
     ),
     ModelSpec(
@@ -121,7 +121,7 @@ MODELS: tuple[ModelSpec, ...] = (
         # the 16x U-Net sees far past its overlap; with the v2 weights on a 512x512 image, 192-pixel tiles cost
         # 0.067 dB against the whole image, 320-pixel ones 0.025 dB, so automatic tiles stay above.
         min_tile=320,
-        bytes_per_pixel=2048,
+        bytes_per_pixel=2048,  # benchmarks/memory_per_pixel.py: 1228 B/px (fp32, 1024x1024, AVX512)
     ),
 )
 
