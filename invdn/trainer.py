@@ -356,7 +356,9 @@ class Trainer:
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{stats['loss']:.4g}")
-            if self.step % cfg.log_every == 0:
+            out_of_time = budget is not None and now - invocation_start >= budget
+            last_step = out_of_time or self.step >= stop_at
+            if self.step % cfg.log_every == 0 or (last_step and losses):  # the final step is always logged
                 row = {
                     "step": self.step,
                     "time": self.elapsed_total + now - start,
@@ -374,7 +376,6 @@ class Trainer:
                     if score > self.best_psnr:
                         self.best_psnr = score
                         self.save_checkpoint(self.run_dir / "best")
-            out_of_time = budget is not None and now - invocation_start >= budget
             if now - last_ckpt >= cfg.checkpoint_every or out_of_time or self.step >= stop_at:
                 self.elapsed_total += now - start
                 start = now

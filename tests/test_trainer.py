@@ -188,3 +188,25 @@ def test_backward_loss_weights_reach_the_invdn_task(tmp_path, image_folder):
     assert (trainer.task.sobel_weight, trainer.task.ssim_weight) == (0.5, 0.0)
     default = Trainer(small_config(tmp_path / "d", image_folder, model="invdn-paper"), progress=False)
     assert (default.task.sobel_weight, default.task.ssim_weight) == (0.1, 1.0)  # issue 4's loss
+
+
+def test_a_run_shorter_than_its_log_interval_still_logs_its_last_step(tmp_path, image_folder):
+    cfg = small_config(tmp_path, image_folder, max_steps=3, log_every=100)
+    Trainer(cfg, progress=False).train()
+    rows = [json.loads(line) for line in (tmp_path / "t" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "loss" in r] == [3]
+
+
+def test_train_command_precision_auto(tmp_path, image_folder, monkeypatch):
+    from click.testing import CliRunner
+
+    from invdn.cli import main
+    from invdn.runtime import auto_precision
+
+    monkeypatch.chdir(tmp_path)
+    args = ["train", "--data", str(image_folder), "--patch", "32", "--batch", "2", "--max-steps", "1", "--name", "p"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    config = json.loads((tmp_path / "runs" / "p" / "config.json").read_text())
+    assert config["bf16"] == (auto_precision("cpu") == "bf16")
+    assert config["model"] == "invdn"

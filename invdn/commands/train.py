@@ -8,6 +8,12 @@ from invdn import registry
 from invdn.trainer import DEFAULT_NOISE
 
 
+def torch_capability() -> str:
+    import torch
+
+    return torch.backends.cpu.get_cpu_capability()
+
+
 @click.command()
 @click.option(
     "--model",
@@ -57,7 +63,15 @@ from invdn.trainer import DEFAULT_NOISE
     show_default=True,
     help="InvDN: weight of the (1 - SSIM) term of the backward loss (0: Charbonnier + Sobel only).",
 )
-@click.option("--bf16", is_flag=True, help="bf16 autocast for forward passes.")
+@click.option(
+    "--precision",
+    type=click.Choice(["auto", "fp32", "bf16"]),
+    default="auto",
+    show_default=True,
+    help="Forward passes in bf16 autocast or fp32; auto: bf16 where the CPU (or GPU) has it natively, and never "
+    "with --memory-saving.",
+)
+@click.option("--bf16", is_flag=True, help="Same as --precision bf16.")
 @click.option(
     "--val",
     "val_dir",
@@ -86,6 +100,18 @@ def train(**opts) -> None:
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     configure_threads(workers=world, threads=opts.pop("threads"))  # DataLoader workers run 1 thread each
+    precision = "bf16" if opts["bf16"] else opts.pop("precision")
+    opts.pop("precision", None)
+    if precision == "auto":
+        from invdn.runtime import auto_precision
+
+        precision = "fp32" if opts["memory_saving"] else auto_precision(opts["device"])
+    elif precision == "bf16" and opts["device"] == "cpu":
+        from invdn.runtime import bf16_native
+
+        if not bf16_native():
+            click.echo("warning: this CPU has no native bf16; oneDNN emulates it (about 10x slower)", err=True)
+    opts["bf16"] = precision == "bf16"
     resume = opts.pop("resume")
     opts["data"] = list(opts["data"])
     opts["model"] = registry.get(opts["model"]).name
@@ -94,7 +120,11 @@ def train(**opts) -> None:
     opts["checkpoint_every"] = parse_duration(opts["checkpoint_every"])
     trainer = Trainer(TrainConfig(**opts), resume=resume)
     if trainer.rank == 0:
-        click.echo(f"training {opts['model']} from step {trainer.step} in {trainer.run_dir}", err=True)
+        click.echo(
+            f"training {opts['model']} from step {trainer.step} in {trainer.run_dir} "
+            f"({'bf16' if opts['bf16'] else 'fp32'}, CPU capability {torch_capability()})",
+            err=True,
+        )
     result = trainer.train()
     if trainer.rank == 0:
         click.echo(
