@@ -16,16 +16,18 @@ from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.config import Settings
-from service.engine import InferenceQueue, ModelProvider, ModelStore, shipped_model_provider
+from service.engine import ModelProvider, ModelStore, shipped_model_provider
 from service.errors import http_error_handler, unexpected_error_handler, validation_error_handler
+from service.jobstore import JobStore
 from service.metrics import MetricsMiddleware, ServiceMetrics
-from service.routes import compare, denoise, health, models, page
+from service.routes import compare, denoise, health, jobs, models, page
+from service.scheduler import TileScheduler
 from service.uploads import BodyLimitMiddleware
 
 log = logging.getLogger("uvicorn.error.invdn")
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
-EXPOSED_HEADERS = ["X-Model", "X-Parameters", "X-Inference-Ms", "Retry-After", "Content-Disposition"]
+EXPOSED_HEADERS = ["X-Model", "X-Parameters", "X-Inference-Ms", "Retry-After", "Content-Disposition", "Location"]
 
 
 def _configure_threads(settings: Settings) -> None:
@@ -51,16 +53,19 @@ async def _load_models(store: ModelStore) -> None:
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """Start-up: threads, models, warm-up (in the background); shutdown: wait for running jobs."""
+    """Start-up: threads, models, warm-up (in the background), job expiry; shutdown: cancel jobs, end tiles."""
     _configure_threads(app.state.settings)
     loading = asyncio.create_task(_load_models(app.state.models))
     app.state.loading = loading
+    expiry = asyncio.create_task(app.state.jobs.expire_periodically(min(30.0, app.state.settings.job_ttl_s / 4)))
     try:
         yield
     finally:
+        expiry.cancel()
         if not loading.done():
             await asyncio.wait({loading}, timeout=60)
-        app.state.queue.shutdown()
+        await app.state.jobs.shutdown(app.state.scheduler)
+        await asyncio.to_thread(app.state.scheduler.shutdown)
 
 
 def create_app(settings: Settings | None = None, model_provider: ModelProvider | None = None) -> FastAPI:
@@ -69,7 +74,7 @@ def create_app(settings: Settings | None = None, model_provider: ModelProvider |
     metrics = ServiceMetrics()
     app = FastAPIOffline(
         title="invdn",
-        summary="Image denoising with an invertible network (InvDN), compared against DANet.",
+        summary="Image denoising with invertible networks (InvDN), compared against DANet.",
         version="0.1.0",
         lifespan=lifespan,
         static_url="/docs-assets",
@@ -77,10 +82,11 @@ def create_app(settings: Settings | None = None, model_provider: ModelProvider |
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.models = ModelStore(settings, model_provider or shipped_model_provider(settings))
-    app.state.queue = InferenceQueue(
-        settings.inference_workers, settings.queue_size, settings.retry_after_s, metrics.queue_depth.set
+    app.state.scheduler = TileScheduler(
+        settings.inference_workers, settings.queue_size, settings.queue_pixels, settings.retry_after_s, metrics
     )
-    metrics.queue_capacity.set(app.state.queue.capacity)
+    app.state.jobs = JobStore(settings.max_jobs, settings.job_ttl_s, settings.retry_after_s, metrics)
+    metrics.queue_capacity.set(app.state.scheduler.capacity)
 
     app.add_exception_handler(StarletteHTTPException, http_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
@@ -91,13 +97,14 @@ def create_app(settings: Settings | None = None, model_provider: ModelProvider |
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.cors_origins,
-        allow_methods=["GET", "POST"],
+        allow_methods=["GET", "POST", "DELETE"],
         allow_headers=["*"],
         expose_headers=EXPOSED_HEADERS,
     )
     app.add_middleware(MetricsMiddleware, metrics=metrics)
 
-    for module in (denoise, compare, models, health, page):
-        app.include_router(module.router)
+    for router in (denoise.router, compare.router, jobs.upload_router, jobs.router, models.router, health.router):
+        app.include_router(router)
+    app.include_router(page.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app

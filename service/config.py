@@ -8,6 +8,9 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from invdn import registry
+from service import capacity
+
 # Formats as `invdn.imageio.sniff_format` names them.
 DEFAULT_FORMATS = ["png", "jpeg", "webp", "tiff", "bmp", "gif"]
 FORMAT_ALIASES = {"jpg": "jpeg", "tif": "tiff"}
@@ -29,10 +32,22 @@ class Settings(BaseSettings):
     # Image formats accepted (comma-separated in the environment), recognised from the file's first bytes
     # (415 for anything else).
     allowed_formats: Annotated[list[str], NoDecode] = Field(default_factory=lambda: list(DEFAULT_FORMATS))
-    # Inference jobs run at once (threads of the bounded pool).
+    # Largest image /v1/denoise answers synchronously; larger ones (up to max_pixels) go to POST /v1/jobs. The
+    # default is what the slowest model denoises in capacity.SYNC_SECONDS on the measured machine (capacity.py).
+    sync_max_pixels: int = Field(default=capacity.SYNC_MAX_PIXELS, gt=0)
+    # Tiles run at once (threads of the tile scheduler; each tile uses torch_threads).
     inference_workers: int = Field(default=1, ge=1)
-    # Requests allowed to wait for a free inference worker; beyond it the service answers 503 with Retry-After.
-    queue_size: int = Field(default=8, ge=0)
+    # Synchronous requests allowed to wait beyond the workers; beyond it the service answers 503 with Retry-After.
+    queue_size: int = Field(default=capacity.QUEUE_SIZE, ge=0)
+    # Pixels that admitted synchronous requests may have in progress at once (503 beyond it): the work the server
+    # takes on is what it does in capacity.QUEUE_SECONDS on the measured machine (capacity.py).
+    queue_pixels: int = Field(default=capacity.QUEUE_PIXELS, gt=0)
+    # Largest tile side one scheduling step runs: a new request waits at most one such tile for a busy worker.
+    schedule_tile: int = Field(default=capacity.SCHEDULE_TILE, ge=64)
+    # Asynchronous jobs held at once, running or finished (503 with Retry-After beyond it).
+    max_jobs: int = Field(default=8, ge=1)
+    # Seconds a finished, failed or cancelled job (and its result) is kept before it expires.
+    job_ttl_s: int = Field(default=600, ge=1)
     # Seconds a client is told to wait (Retry-After) when the queue is full or the models are not ready.
     retry_after_s: int = Field(default=2, ge=1)
     # Server processes (`invdn serve --workers`); torch threads are set so processes x pool x threads <= cores.
@@ -47,10 +62,9 @@ class Settings(BaseSettings):
     tile: int = Field(default=0, ge=0)
     # Overlap between neighbouring tiles in pixels; unset uses each model's own (InvDN 16, DANet-R 32).
     tile_overlap: int | None = Field(default=None, ge=0)
-    # Weights file for InvDN (.safetensors); empty uses the shipped weights.
-    invdn_weights: Path | None = None
-    # Weights file for DANet-R (.safetensors); empty uses the shipped weights.
-    danet_weights: Path | None = None
+    # Other weights files than the shipped ones, by model: "invdn=/w/a.safetensors,danet-r=/w/b.safetensors" in the
+    # environment (names or aliases from invdn.registry); models not named use their shipped weights.
+    weights_files: Annotated[dict[str, Path], NoDecode] = Field(default_factory=dict)
     # Side in pixels of the image run through each model at start-up before the service reports ready.
     warmup_size: int = Field(default=64, ge=8)
     # Origins allowed by CORS (comma-separated in the environment); the API is stateless and uses no cookies,
@@ -64,6 +78,25 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @field_validator("weights_files", mode="before")
+    @classmethod
+    def _parse_weights_files(cls, value: object) -> object:
+        """Accept "name=path,name=path" from the environment as well as a mapping."""
+        if isinstance(value, str):
+            pairs = [part.strip() for part in value.split(",") if part.strip()]
+            if any("=" not in pair for pair in pairs):
+                raise ValueError(f"expected name=path pairs separated by commas, got {value!r}")
+            return dict(pair.split("=", 1) for pair in pairs)
+        return value
+
+    @field_validator("weights_files")
+    @classmethod
+    def _known_models(cls, value: dict[str, Path]) -> dict[str, Path]:
+        try:
+            return {registry.get(name.strip()).name: path for name, path in value.items()}
+        except registry.UnknownModel as exc:
+            raise ValueError(str(exc)) from None
 
     @field_validator("tile_overlap", mode="before")
     @classmethod

@@ -5,13 +5,16 @@ All are `async def`: FastAPI runs plain `def` dependencies in a thread pool, a n
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, Request
 
 from service.config import Settings
-from service.engine import InferenceQueue, ModelStore
+from service.engine import ModelStore
+from service.jobstore import JobStore
 from service.metrics import ServiceMetrics
+from service.scheduler import TileScheduler
 
 
 async def get_settings(request: Request) -> Settings:
@@ -22,8 +25,25 @@ async def get_models(request: Request) -> ModelStore:
     return request.app.state.models
 
 
-async def get_queue(request: Request) -> InferenceQueue:
-    return request.app.state.queue
+async def get_scheduler(request: Request) -> TileScheduler:
+    return request.app.state.scheduler
+
+
+async def get_jobs(request: Request) -> JobStore:
+    return request.app.state.jobs
+
+
+async def client_gone(request: Request) -> None:
+    """Returns when the client disconnects (its body already read); the scheduler cancels its tiles then."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+async def get_disconnect_watch(request: Request) -> Callable[[], Awaitable[None]]:
+    """A zero-argument coroutine function that returns when this request's client disconnects."""
+    return lambda: client_gone(request)
 
 
 async def get_metrics(request: Request) -> ServiceMetrics:
@@ -38,6 +58,8 @@ async def wants_json(request: Request) -> bool:
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 ModelsDep = Annotated[ModelStore, Depends(get_models)]
-QueueDep = Annotated[InferenceQueue, Depends(get_queue)]
+SchedulerDep = Annotated[TileScheduler, Depends(get_scheduler)]
+JobsDep = Annotated[JobStore, Depends(get_jobs)]
+DisconnectDep = Annotated[Callable[[], Awaitable[None]], Depends(get_disconnect_watch)]
 MetricsDep = Annotated[ServiceMetrics, Depends(get_metrics)]
 WantsJSONDep = Annotated[bool, Depends(wants_json)]

@@ -17,6 +17,7 @@ STATUS_CODES: dict[int, str] = {
     404: "not_found",
     405: "method_not_allowed",
     406: "not_acceptable",
+    409: "conflict",
     413: "upload_too_large",
     415: "unsupported_media_type",
     422: "invalid_request",
@@ -58,6 +59,18 @@ class InvalidOptions(ServiceError):
 
 class InvalidImagePair(ServiceError):
     status, code, reason = 422, "invalid_image_pair", "invalid_pair"
+
+
+class TooLargeForSync(ServiceError):
+    status, code, reason = 413, "image_too_large_for_sync", "sync_pixels"
+
+
+class JobNotFound(ServiceError):
+    status, code = 404, "job_not_found"
+
+
+class JobNotFinished(ServiceError):
+    status, code = 409, "job_not_finished"
 
 
 class Overloaded(ServiceError):

@@ -43,6 +43,25 @@ class ServiceMetrics:
             "invdn_queue_capacity", "Most inference jobs admitted at once (workers + queue).", registry=self.registry
         )
         self.rejects = Counter("invdn_rejects", "Requests rejected, by reason.", ["reason"], registry=self.registry)
+        self.tiles = Counter(
+            "invdn_tiles", "Tiles denoised by the scheduler, by kind (sync, job).", ["kind"], registry=self.registry
+        )
+        self.tile_seconds = Histogram(
+            "invdn_tile_seconds",
+            "Time of one scheduled tile: the longest a new request waits for a busy worker.",
+            buckets=INFERENCE_BUCKETS,
+            registry=self.registry,
+        )
+        self.tasks = Gauge(
+            "invdn_tasks", "Requests and jobs with tiles left to run (waiting or running).", registry=self.registry
+        )
+        self.cancelled = Counter(
+            "invdn_cancelled",
+            "Requests and jobs stopped before their last tile, by reason (disconnect, deleted, expired, shutdown).",
+            ["reason", "kind"],
+            registry=self.registry,
+        )
+        self.jobs = Gauge("invdn_jobs", "Asynchronous jobs held, by status.", ["status"], registry=self.registry)
 
     def render(self) -> bytes:
         """The metrics in the Prometheus text format."""

@@ -12,8 +12,8 @@ from service.uploads import InMemoryFormRequest
 
 
 class UploadRoute(APIRoute):
-    """Refuses (503 with Retry-After) before reading the body when the models are not ready or the inference queue
-    is full, so a busy server does not spend time and memory on uploads it will turn away; then parses the form
+    """Refuses (503 with Retry-After) before reading the body when the models are not ready or the queue is full,
+    so a busy server does not spend time and memory on uploads it will turn away; then parses the form
     with `InMemoryFormRequest`, which never spools to disk."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
@@ -22,7 +22,18 @@ class UploadRoute(APIRoute):
         async def upload_handler(request: Request) -> Response:
             state = request.app.state
             state.models.ensure_ready()
-            state.queue.ensure_room()
+            self.ensure_room(state)
             return await handler(InMemoryFormRequest(request.scope, request.receive))
 
         return upload_handler
+
+    def ensure_room(self, state: Any) -> None:
+        """Synchronous requests: room in the tile scheduler's queue."""
+        state.scheduler.ensure_room()
+
+
+class JobUploadRoute(UploadRoute):
+    """The same for POST /v1/jobs, whose limit is the job store's size."""
+
+    def ensure_room(self, state: Any) -> None:
+        state.jobs.ensure_room()

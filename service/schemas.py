@@ -6,10 +6,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-MAX_SAMPLES = 8  # most InvDN latent draws averaged per request (time grows linearly)
+from invdn import registry
+
+MAX_SAMPLES = 8  # most latent draws averaged per request (time grows linearly)
 MAX_SEED = 2**63 - 1
 
-ModelName = Literal["invdn", "danet"]
+# What clients may ask for: every registry name and alias ("danet" is DANet-R); answers use canonical names.
+ModelChoice = Literal[tuple(registry.choices())]  # type: ignore[valid-type]
+ModelName = Literal[tuple(registry.names())]  # type: ignore[valid-type]
+JobStatus = Literal["queued", "running", "done", "failed", "cancelled"]
 OutputFormat = Literal["png", "jpeg", "webp", "tiff", "keep"]
 NoiseKind = Literal["awgn", "camera"]
 
@@ -52,7 +57,7 @@ class CompareRow(BaseModel):
 
 
 class CompareJSON(BaseModel):
-    """/v1/compare answer: InvDN against DANet-R on one image."""
+    """/v1/compare answer: every served model on one image."""
 
     model_config = ConfigDict(extra="allow")
 
@@ -64,19 +69,24 @@ class CompareJSON(BaseModel):
     noise: str | None = Field(description="Noise added in synthetic mode, e.g. awgn:25:clip8.")
     seed: int
     samples: int
-    models: dict[str, CompareRow] = Field(description="Rows keyed noisy, invdn, danet-r.")
-    danet_parameters: dict[str, int] = Field(description="DANet's R, G, discriminator and total parameters.")
-    ratios: dict[str, float] = Field(description="invdn_over_danet_r and invdn_over_danet_all, as fractions.")
+    models: dict[str, CompareRow] = Field(description="Rows keyed noisy and each model's canonical name.")
+    danet_parameters: dict[str, int] = Field(
+        description="DANet's R, G, discriminator and total parameters (empty when no DANet-R is served)."
+    )
+    ratios: dict[str, float] = Field(
+        description="The default model's parameters over DANet-R's and over all of DANet's, as fractions."
+    )
     ratios_percent: dict[str, float]
     warnings: list[str]
-    images: dict[str, str] = Field(description="PNG images as base64: noisy, invdn, danet-r (and clean).")
+    images: dict[str, str] = Field(description="PNG images as base64: noisy, one per model (and clean).")
 
 
 class Limits(BaseModel):
     """The limits the service enforces on uploads."""
 
     max_upload_bytes: int
-    max_pixels: int
+    max_pixels: int = Field(description="Largest image accepted, by POST /v1/jobs (pixels).")
+    sync_max_pixels: int = Field(description="Largest image /v1/denoise answers; larger ones go to POST /v1/jobs.")
     compare_max_pixels: int
     max_samples: int
     formats: list[str]
@@ -86,6 +96,10 @@ class ModelInfo(BaseModel):
     """A served model."""
 
     name: ModelName
+    label: str = Field(description="Human-readable name, e.g. DANet-R.")
+    aliases: list[str] = Field(description="Other names accepted for this model.")
+    description: str
+    stochastic: bool = Field(description="True when `samples` and `seed` change its output.")
     model_type: str
     pretrained: bool
     parameters: int
@@ -104,4 +118,30 @@ class HealthJSON(BaseModel):
     """Health probe answer."""
 
     status: Literal["alive", "ready"]
-    models: list[str] = Field(default_factory=list)
+    models: list[str] = Field(default_factory=list, description="Models loaded so far.")
+
+
+class JobError(BaseModel):
+    """Why a job failed."""
+
+    detail: str
+    code: str
+
+
+class JobJSON(BaseModel):
+    """An asynchronous job: POST /v1/jobs, GET and DELETE /v1/jobs/{job_id}."""
+
+    id: str
+    status: JobStatus = Field(description="queued (decoding), running, done, failed or cancelled.")
+    model: ModelName
+    width: int
+    height: int
+    tiles_done: int
+    tiles_total: int = Field(description="0 until the image is decoded and its tiles are planned.")
+    progress: float = Field(ge=0, le=1, description="tiles_done / tiles_total.")
+    created_at: float = Field(description="Unix time in seconds.")
+    expires_at: float | None = Field(description="Unix time when a finished job is dropped; null while it runs.")
+    status_url: str
+    result_url: str | None = Field(description="Where the image is, once done.")
+    inference_ms: float | None = Field(description="Model time in milliseconds, once done.")
+    error: JobError | None = None

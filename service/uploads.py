@@ -130,6 +130,10 @@ class ImageHeader:
     width: int  # pixels
     height: int  # pixels
 
+    @property
+    def pixels(self) -> int:
+        return self.width * self.height
+
 
 def check_image(data: bytes, allowed_formats: list[str], max_pixels: int) -> ImageHeader:
     """Format by content (415), then size from the header without decoding (413 over `max_pixels`, 422 when
@@ -140,6 +144,8 @@ def check_image(data: bytes, allowed_formats: list[str], max_pixels: int) -> Ima
         raise UnsupportedFormat(f"unsupported file type ({shown}); accepted: {', '.join(allowed_formats)}")
     try:
         _, width, height = imageio.read_image_header(data)
+    except imageio.ImageTooLarge as exc:  # Pillow's own bomb limit (~179 MP) tripped first: say ours instead
+        raise ImageTooLarge(f"image has more pixels than the limit of {max_pixels} pixels") from exc
     except imageio.ImageError as exc:
         raise as_service_error(exc) from exc
     if width * height > max_pixels:

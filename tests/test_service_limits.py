@@ -200,7 +200,7 @@ def test_full_queue_answers_503_with_retry_after():
         workers = [threading.Thread(target=post) for _ in range(2)]
         for worker in workers:
             worker.start()
-        queue = client.app.state.queue
+        queue = client.app.state.scheduler
         deadline = time.monotonic() + 10
         while queue.depth < 2 and time.monotonic() < deadline:
             time.sleep(0.01)

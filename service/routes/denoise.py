@@ -1,18 +1,20 @@
-"""POST /v1/denoise: one image in, the denoised image out."""
+"""POST /v1/denoise: one image in, the denoised image out (images up to the synchronous limit)."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Response, UploadFile
 from fastapi.responses import JSONResponse
 
-from service.deps import MetricsDep, ModelsDep, QueueDep, SettingsDep, WantsJSONDep
-from service.jobs import MEDIA_TYPES, DenoiseOptions, base64_text, denoise_job
-from service.routes.common import ERROR_RESPONSES
+from service.deps import DisconnectDep, MetricsDep, ModelsDep, SchedulerDep, SettingsDep, WantsJSONDep
+from service.errors import TooLargeForSync
+from service.jobs import MEDIA_TYPES, DenoiseOptions, base64_text, check_output_format, denoise_tiles, encode_output
+from service.routes.common import ERROR_RESPONSES, MODEL_DESCRIPTION
 from service.routing import UploadRoute
-from service.schemas import MAX_SAMPLES, MAX_SEED, DenoiseJSON, ModelName, OutputFormat
-from service.uploads import check_image, read_upload
+from service.schemas import MAX_SAMPLES, MAX_SEED, DenoiseJSON, ModelChoice, OutputFormat
+from service.uploads import check_image, decode, read_upload
 
 router = APIRouter(prefix="/v1", tags=["denoise"], route_class=UploadRoute)
 
@@ -23,7 +25,7 @@ IMAGE_RESPONSE = {
         "application/json": {"schema": DenoiseJSON.model_json_schema(ref_template="#/components/schemas/{model}")},
     },
     "headers": {
-        "X-Model": {"description": "Model that denoised the image.", "schema": {"type": "string"}},
+        "X-Model": {"description": "Model that denoised the image (canonical name).", "schema": {"type": "string"}},
         "X-Parameters": {"description": "Its parameter count.", "schema": {"type": "integer"}},
         "X-Inference-Ms": {"description": "Model time in milliseconds.", "schema": {"type": "number"}},
     },
@@ -40,21 +42,34 @@ async def denoise(
     file: Annotated[UploadFile, File(description="The noisy image: PNG, JPEG, WebP, TIFF, BMP or GIF.")],
     settings: SettingsDep,
     models: ModelsDep,
-    queue: QueueDep,
+    scheduler: SchedulerDep,
     metrics: MetricsDep,
     json_wanted: WantsJSONDep,
-    model: Annotated[ModelName, Form(description="invdn (default) or danet (DANet-R).")] = "invdn",
-    samples: Annotated[int, Form(ge=1, le=MAX_SAMPLES, description="InvDN latent draws averaged.")] = 1,
+    client_gone: DisconnectDep,
+    model: Annotated[ModelChoice, Form(description=MODEL_DESCRIPTION)] = "invdn",
+    samples: Annotated[int, Form(ge=1, le=MAX_SAMPLES, description="Latent draws averaged (stochastic models).")] = 1,
     ensemble: Annotated[bool, Form(description="Average the 8 flips/rotations (8x slower).")] = False,
     format: Annotated[OutputFormat, Form(description="Output format; keep = the upload's format.")] = "png",
-    seed: Annotated[int, Form(ge=0, le=MAX_SEED, description="Seed of InvDN's latent draws.")] = 0,
+    seed: Annotated[int, Form(ge=0, le=MAX_SEED, description="Seed of the latent draws.")] = 0,
 ) -> Response:
-    """Returns the image denoised by `model`, with headers X-Model, X-Parameters and X-Inference-Ms."""
+    """Returns the image denoised by `model`, with headers X-Model, X-Parameters and X-Inference-Ms. Images over
+    the synchronous limit (`limits.sync_max_pixels` of /v1/models) are refused with 413: send them to /v1/jobs."""
     data = await read_upload(file, settings.max_upload_bytes)
-    check_image(data, settings.allowed_formats, settings.max_pixels)
+    header = check_image(data, settings.allowed_formats, settings.max_pixels)
+    if header.pixels > settings.sync_max_pixels:
+        raise TooLargeForSync(
+            f"image is {header.width}x{header.height} = {header.pixels} pixels; /v1/denoise answers up to "
+            f"{settings.sync_max_pixels} pixels: send it to POST /v1/jobs (up to {settings.max_pixels} pixels)"
+        )
     loaded = models.get(model)
     options = DenoiseOptions(samples=samples, ensemble=ensemble, seed=seed, format=format)
-    out = await queue.run(denoise_job, data, loaded, options, settings.max_pixels, metrics)
+    scheduler.ensure_room()
+    image = await asyncio.to_thread(decode, data, settings.max_pixels)
+    del data
+    check_output_format(image, format)
+    work = denoise_tiles(loaded, image.pixels, options, settings.schedule_tile, metrics)
+    denoised = await scheduler.run(work, header.pixels, client_gone)
+    out = await asyncio.to_thread(encode_output, image, denoised, format)
     headers = {
         "X-Model": loaded.name,
         "X-Parameters": str(loaded.parameters),
@@ -62,9 +77,9 @@ async def denoise(
     }
     if json_wanted:
         body = DenoiseJSON(
-            model=model,
+            model=loaded.name,
             parameters=loaded.parameters,
-            pretrained=bool(getattr(loaded.module, "pretrained", False)),
+            pretrained=loaded.pretrained,
             inference_ms=round(out.inference_ms, 1),
             width=out.width,
             height=out.height,
@@ -73,6 +88,5 @@ async def denoise(
             image_base64=base64_text(out.data),
         )
         return JSONResponse(body.model_dump(), headers=headers)
-    extension = {"JPEG": "jpg", "TIFF": "tif"}.get(out.format, out.format.lower())
-    headers["Content-Disposition"] = f'inline; filename="denoised.{extension}"'
+    headers["Content-Disposition"] = f'inline; filename="denoised-{loaded.name}.{out.extension}"'
     return Response(out.data, media_type=out.media_type, headers=headers)
