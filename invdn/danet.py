@@ -9,7 +9,6 @@ concatenation in the decoder, a final conv3x3 to the image channels, no normalis
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from invdn import kernels
+from invdn import kernels, registry
 from invdn.flops import count_parameters
 
 # The discriminator's five stride-2 convolutions and final 4x4 convolution reduce exactly this size to 1x1.
@@ -185,7 +184,7 @@ class UNetD(nn.Module):
     @property
     def model_args(self) -> dict[str, Any]:
         """The configuration as a dict; `UNetD(DANetConfig(**model_args))` rebuilds the network."""
-        return dataclasses.asdict(self.config)
+        return registry.architecture_args(self.config)
 
     def noise(self, y: Tensor) -> Tensor:
         """U(y): the noise predicted in the noisy image y (B, C, H, W)."""
@@ -243,7 +242,7 @@ class UNetG(nn.Module):
     @property
     def model_args(self) -> dict[str, Any]:
         """The configuration as a dict; `UNetG(DANetConfig(**model_args))` rebuilds the network."""
-        return dataclasses.asdict(self.config)
+        return registry.architecture_args(self.config)
 
     def forward(self, x: Tensor, z: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
         """A synthetic noisy version of the clean batch x; z (B, 1, H, W) is drawn if not given."""
@@ -281,7 +280,7 @@ class Discriminator(nn.Module):
     @property
     def model_args(self) -> dict[str, Any]:
         """The configuration as a dict; `Discriminator(DANetConfig(**model_args))` rebuilds the network."""
-        return dataclasses.asdict(self.config)
+        return registry.architecture_args(self.config)
 
     def reset_parameters(self) -> None:
         """The published initialisation: weights N(0, 0.02), bias 0."""

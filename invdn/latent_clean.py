@@ -15,12 +15,12 @@ zero, so a fresh model is the identity: decode(encode(x)) == x.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
-from invdn import kernels
+from invdn import kernels, registry
 from invdn.model import InvDN, InvDNConfig, dihedral, pad_to_multiple
 
 
@@ -111,7 +111,7 @@ class InvDNLC(nn.Module):
 
     @property
     def model_args(self) -> dict:
-        return asdict(self.config)
+        return registry.architecture_args(self.config)  # architecture only: no runtime switches
 
     @property
     def multiple(self) -> int:

@@ -10,14 +10,14 @@ the other 45 (z) hold the noise and the detail. `denoise` throws z away, draws a
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from invdn import kernels
+from invdn import kernels, registry
 from invdn.coupling import AffineCoupling
 from invdn.flops import count_parameters  # noqa: F401  (re-exported: invdn.model.count_parameters)
 from invdn.haar import HaarDownsampling
@@ -94,7 +94,7 @@ class InvDN(nn.Module):
 
     @property
     def model_args(self) -> dict:
-        return asdict(self.config)
+        return registry.architecture_args(self.config)  # architecture only: no runtime switches
 
     @property
     def multiple(self) -> int:

@@ -11,7 +11,7 @@ Two kinds of name:
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from torch import nn
 
@@ -128,6 +128,15 @@ MODELS: tuple[ModelSpec, ...] = (
 DEFAULT = MODELS[0].name
 _BY_NAME = {alias: spec for spec in MODELS for alias in (spec.name, *spec.aliases)}
 _BY_TYPE = {spec.model_type: spec for spec in MODELS}
+
+
+# Configuration fields that choose how a network runs, not what it is: never saved in weights files' model_args.
+RUNTIME_SWITCHES = ("fast", "memory_saving")
+
+
+def architecture_args(config: object) -> dict:
+    """A model config dataclass as the `model_args` a weights file stores: architecture only."""
+    return {k: v for k, v in asdict(config).items() if k not in RUNTIME_SWITCHES}
 
 
 class UnknownModel(ValueError):

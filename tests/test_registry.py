@@ -56,3 +56,22 @@ def test_weights_file_round_trip_and_wrong_kind(tmp_path):
         assert torch.equal(a, b)
     with pytest.raises(weights.WeightsError, match="not 'danet-r'"):
         weights.load("danet-r", path=path)
+
+
+def test_weights_files_store_architecture_only_and_old_files_load(tmp_path):
+    """Runtime switches (`fast`, `memory_saving`) stay out of model_args; files that have them still load."""
+    import json
+
+    from invdn.model import InvDN, InvDNConfig
+
+    model = InvDN(InvDNConfig(blocks_per_level=1, hidden=8, memory_saving=True, fast=False))
+    assert not set(registry.RUNTIME_SWITCHES) & set(model.model_args)
+    path = weights.save(model, tmp_path / "new.safetensors")
+    assert "fast" not in json.loads(weights.read_metadata(path)["model_args"])
+    old = tmp_path / "old.safetensors"  # as earlier versions wrote it: the switches inside model_args
+    from safetensors.torch import save_file
+
+    meta = {"model_type": "invdn", "model_args": json.dumps({**model.model_args, "fast": True, "memory_saving": False})}
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(old), metadata=meta)
+    loaded = weights.load("invdn-paper", path=old)
+    assert loaded.config.blocks_per_level == 1 and loaded.pretrained
