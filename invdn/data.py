@@ -190,7 +190,10 @@ class ImageFolder(Dataset):
 class NoisyPatches(Dataset):
     """(noisy, clean) training pairs: a clean patch from an ImageFolder plus seeded synthetic noise.
 
-    The noise of item ``i`` in epoch ``e`` comes from a generator seeded by (seed, "noise", e, i).
+    The noise of item ``i`` in epoch ``e`` comes from a generator seeded by (seed, "noise", e, i). Grey images
+    (Train400) load as three identical channels; without a ``grey`` noise component each channel still gets its
+    own noise. With one (``invdn.noise.GreyNoise``), the patch becomes a grey photo with one noise field shared
+    by its channels, and the returned clean target is that grey patch.
     """
 
     def __init__(self, clean: ImageFolder, noise: NoiseModel | str) -> None:
@@ -211,8 +214,9 @@ class NoisyPatches(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         clean = self.clean[index]
         g = self.clean.generator(index, purpose="noise")
-        noisy = self.noise(clean.unsqueeze(0), g).squeeze(0)
-        return noisy, clean
+        # the target is the clean patch, or its grey version when the noise makes a grey photo (``grey``)
+        noisy, target = self.noise.pair(clean.unsqueeze(0), g)
+        return noisy.squeeze(0), target.squeeze(0)
 
 
 def _match_pairs(noisy_root: Path, clean_root: Path) -> list[tuple[Path, Path, str]]:

@@ -37,7 +37,18 @@ Components:
 - ``mix:awgn:0-55=0.5,camera=0.3,poisson-gaussian=0.2``: per image, one component picked with these weights.
 
 Modifiers, on any component (inside a mix, on each component): ``clip`` clamps to [0, 1]; ``clip8`` clamps
-and rounds to 8 bits, the way users' files arrive. Example: ``awgn:25:clip8``.
+and rounds to 8 bits, the way users' files arrive. Example: ``awgn:25:clip8``. ``grey`` makes the image a grey
+photo: the clean image becomes its BT.601 luminance (rounded to 8 bits, as a grey file stores it), the component
+noises that one channel (camera: the grey image goes through the RGB camera pipeline and the processed result is
+converted back to luminance, as a camera writing a grey JPEG does), and the result is replicated to every
+channel, so all channels carry one and the same noise field. This is what a colour model sees when a one-channel
+file is replicated to RGB (``invdn.evaluation.denoise_fn``). Example: ``awgn:0-55:grey:clip8``. The training
+target must then be the grey clean image too: ``NoiseModel.pair(clean, generator)`` returns ``(noisy, target)``
+(the target is the clean input for every component but a ``grey`` one), and ``invdn.data.NoisyPatches`` uses it.
+
+``USERS_FILES_NOISE`` is the recommended blind training mix for files as users have them: colour AWGN 0-55,
+grey AWGN 0-55 with channel-identical noise, Poisson-Gaussian, and the camera pipeline with JPEG, each finished
+with ``clip8``.
 """
 
 from __future__ import annotations
@@ -60,11 +71,23 @@ __all__ = [
     "PoissonGaussian",
     "CameraNoise",
     "MixNoise",
+    "GreyNoise",
+    "USERS_FILES_NOISE",
+    "luminance",
     "make_noise",
     "clip8",
     "seed_from",
     "generator_for",
 ]
+
+# The recommended blind training mix for files as users have them (all saved to 8 bits): colour AWGN with sigma
+# uniform in 0-55; the same on grey photos (one noise field shared by the replicated channels, as a one-channel
+# file reaches a colour model); Poisson-Gaussian; the camera pipeline with in-camera chroma noise reduction and a
+# JPEG round trip for half of the images.
+USERS_FILES_NOISE = (
+    "mix:awgn:0-55:clip8=0.3,awgn:0-55:grey:clip8=0.25,poisson-gaussian:clip8=0.15,"
+    "camera:chroma=0-3:jpeg=0.5:jpeg_q=60-95:clip8=0.3"
+)
 
 _NUMBER = r"[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?"
 _RANGE_DASH = re.compile(rf"^({_NUMBER})-({_NUMBER})$")
@@ -146,6 +169,11 @@ class NoiseModel(ABC):
             raise ValueError(f"expected a (B, 3, H, W) or (B, 1, H, W) batch, got shape {tuple(clean.shape)}")
         noisy = self._apply(clean.float(), generator)
         return _finish(noisy, self.finish)
+
+    def pair(self, clean: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(noisy, target)`` for training: the target is ``clean`` (float32) except for ``grey`` components,
+        whose target is the grey version of ``clean``. The noisy output equals ``self(clean, generator)``."""
+        return self(clean, generator), clean.float()
 
     @abstractmethod
     def _apply(self, clean: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -425,6 +453,50 @@ def jpeg_roundtrip(image: torch.Tensor, quality: int) -> torch.Tensor:
     return torch.from_numpy(back).permute(2, 0, 1).to(image.device)
 
 
+# BT.601 luma weights, as PIL's RGB -> "L" conversion (which is how invdn.data reads grey files)
+_LUMA = (0.299, 0.587, 0.114)
+
+
+def luminance(x: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) -> (B, 1, H, W) BT.601 luminance; a (B, 1, H, W) batch is returned as it is."""
+    if x.shape[1] == 1:
+        return x
+    w = torch.tensor(_LUMA, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    return (x * w).sum(dim=1, keepdim=True)
+
+
+@dataclass(repr=False)
+class GreyNoise(NoiseModel):
+    """A grey photo: luminance of the clean image (8-bit), noised as one channel, replicated to every channel."""
+
+    inner: NoiseModel  # the component that noises the grey image (its own finish must be "")
+    finish: str = ""  # "", "clip" or "clip8", applied to the grey result
+
+    def __post_init__(self) -> None:
+        if isinstance(self.inner, GreyNoise | MixNoise):
+            raise ValueError("grey applies to a single noise component")
+        if self.inner.finish:
+            raise ValueError("grey: the finish belongs to the grey wrapper, not to the inner component")
+        self.spec = f"{self.inner.spec}:grey{_suffix(self.finish)}"
+
+    @staticmethod
+    def grey_clean(clean: torch.Tensor) -> torch.Tensor:
+        """The grey (B, 1, H, W) clean image: luminance clamped and rounded to 8 bits, as a grey file stores it."""
+        return clip8(luminance(clean.float()))
+
+    def _apply(self, clean: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        grey = self.grey_clean(clean)
+        if isinstance(self.inner, CameraNoise):  # the camera pipeline needs RGB: process grey RGB, keep its luma
+            noisy = luminance(self.inner(grey.expand(-1, 3, -1, -1).contiguous(), generator))
+        else:
+            noisy = self.inner(grey, generator)
+        return noisy.expand(-1, clean.shape[1], -1, -1).contiguous()
+
+    def pair(self, clean: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        target = self.grey_clean(clean).expand(-1, clean.shape[1], -1, -1).contiguous()
+        return self(clean, generator), target
+
+
 @dataclass(repr=False)
 class MixNoise(NoiseModel):
     """Per image, one component picked at random with the given weights."""
@@ -448,30 +520,43 @@ class MixNoise(NoiseModel):
         return torch.searchsorted(cdf, u, right=True).clamp_max(len(self.components) - 1)
 
     def _apply(self, clean: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return self._pairs(clean, generator)[0]
+
+    def _pairs(self, clean: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         choice = self.pick(clean.shape[0], generator, clean)
         noisy = torch.empty_like(clean)
+        target = clean.clone()
         for k, component in enumerate(self.components):
             idx = torch.nonzero(choice == k).flatten()
             if idx.numel():
-                noisy[idx] = component(clean[idx], generator)
-        return noisy
+                noisy[idx], target[idx] = component.pair(clean[idx], generator)
+        return noisy, target
+
+    def pair(self, clean: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        if clean.ndim != 4 or clean.shape[1] not in (1, 3):
+            raise ValueError(f"expected a (B, 3, H, W) or (B, 1, H, W) batch, got shape {tuple(clean.shape)}")
+        noisy, target = self._pairs(clean.float(), generator)
+        return _finish(noisy, self.finish), target
 
 
-def _split_component(text: str) -> tuple[str, dict[str, str], list[str], str]:
-    """'name:a=1:2:clip8' -> ('name', {'a': '1'}, ['2'], 'clip8')."""
+def _split_component(text: str) -> tuple[str, dict[str, str], list[str], str, bool]:
+    """'name:a=1:2:grey:clip8' -> ('name', {'a': '1'}, ['2'], 'clip8', True)."""
     name, *args = [p.strip() for p in text.split(":")]
     keyed: dict[str, str] = {}
     positional: list[str] = []
     finish = ""
+    grey = False
     for arg in args:
         if arg in ("clip", "clip8"):
             finish = arg
+        elif arg.lower() in ("grey", "gray"):
+            grey = True
         elif "=" in arg:
             key, value = arg.split("=", 1)
             keyed[key.strip()] = value.strip()
         elif arg:
             positional.append(arg)
-    return name.lower(), keyed, positional, finish
+    return name.lower(), keyed, positional, finish, grey
 
 
 def _reject_unknown(name: str, keyed: dict[str, str], positional: list[str], allowed: set[str], npos: int) -> None:
@@ -483,7 +568,13 @@ def _reject_unknown(name: str, keyed: dict[str, str], positional: list[str], all
 
 
 def _make_component(text: str) -> NoiseModel:
-    name, keyed, positional, finish = _split_component(text)
+    name, keyed, positional, finish, grey = _split_component(text)
+    if grey:
+        return GreyNoise(inner=_make_base(name, keyed, positional, ""), finish=finish)
+    return _make_base(name, keyed, positional, finish)
+
+
+def _make_base(name: str, keyed: dict[str, str], positional: list[str], finish: str) -> NoiseModel:
     if name == "awgn":
         _reject_unknown(name, keyed, positional, {"sigma"}, 1)
         value = keyed.get("sigma", positional[0] if positional else None)

@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
 
-from invdn.noise import AWGN, CameraNoise, MixNoise, clip8, generator_for, make_noise, seed_from
+from invdn.noise import (
+    AWGN,
+    USERS_FILES_NOISE,
+    CameraNoise,
+    GreyNoise,
+    MixNoise,
+    clip8,
+    generator_for,
+    luminance,
+    make_noise,
+    seed_from,
+)
 
 
 def _gen(seed: int = 0) -> torch.Generator:
@@ -121,6 +134,9 @@ def test_camera_jpeg_output_on_8bit_grid() -> None:
         "camera",
         "camera:chroma=1-3:jpeg=0.5",
         "mix:awgn:5=1,camera=1",
+        "awgn:0-55:grey:clip8",
+        "camera:jpeg=1:grey",
+        USERS_FILES_NOISE,
     ],
 )
 def test_same_seed_same_output_different_seed_differs(spec: str) -> None:
@@ -163,6 +179,9 @@ def test_spec_round_trip_and_errors() -> None:
         "poisson-gaussian:a=1e-3..1e-2",
         "camera:jpeg=0.3",
         "pg",
+        "awgn:0-55:grey:clip8",
+        "camera:chroma=1-3:grey",
+        USERS_FILES_NOISE,
     ]:
         model = make_noise(spec)
         assert make_noise(model.spec).spec == model.spec
@@ -189,3 +208,125 @@ def test_seed_from_is_stable() -> None:
     g1 = generator_for("a", 1)
     g2 = generator_for("a", 1)
     assert torch.equal(torch.rand(4, generator=g1), torch.rand(4, generator=g2))
+
+
+def _identical_channels(x: torch.Tensor) -> torch.Tensor:
+    """Per image of a (B, 3, H, W) batch: True where all three channels are bit-identical."""
+    return ((x[:, 0] == x[:, 1]) & (x[:, 1] == x[:, 2])).flatten(1).all(dim=1)
+
+
+@pytest.mark.parametrize("spec", ["awgn:25:grey", "awgn:0-55:grey:clip8", "poisson-gaussian:grey", "camera:grey:clip8"])
+def test_grey_noise_is_identical_across_channels(spec: str) -> None:
+    clean = torch.rand(4, 3, 20, 22, generator=_gen(20))  # colour input: the grey modifier makes it grey
+    noisy, target = make_noise(spec).pair(clean, _gen(21))
+    assert noisy.shape == clean.shape and target.shape == clean.shape
+    assert bool(_identical_channels(noisy).all())
+    assert bool(_identical_channels(target).all())
+    noise = noisy - target
+    assert float(noise.abs().mean()) > 1e-3  # there is noise, and ...
+    assert not torch.equal(noise[0], noise[1])  # ... it is a different field in each image
+    # the noisy output of pair() is what calling the model gives
+    assert torch.equal(noisy, make_noise(spec)(clean, _gen(21)))
+
+
+def test_grey_awgn_level_and_one_channel_input() -> None:
+    clean = _flat([0.5] * 4, 64)
+    noisy, target = make_noise("awgn:25:grey").pair(clean, _gen(22))
+    assert torch.allclose(target, torch.full_like(target, 128 / 255))  # 0.5 as a grey 8-bit file stores it
+    assert (noisy - target).std().item() * 255 == pytest.approx(25, rel=0.05)
+    grey_in = clean[:, :1]
+    noisy1, target1 = make_noise("awgn:25:grey").pair(grey_in, _gen(22))
+    assert noisy1.shape == grey_in.shape
+    # the replicated 3-channel photo carries exactly the noise of the one-channel photo
+    assert torch.equal(noisy1, noisy[:, :1]) and torch.equal(target1, target[:, :1])
+
+
+def test_grey_target_matches_pil_luminance() -> None:
+    from PIL import Image
+
+    rgb = torch.randint(0, 256, (1, 3, 24, 24), generator=_gen(23)).float() / 255
+    arr = (rgb[0] * 255).round().byte().permute(1, 2, 0).numpy()
+    pil = torch.from_numpy(np.asarray(Image.fromarray(arr, "RGB").convert("L"), dtype=np.float32)) / 255
+    ours = GreyNoise.grey_clean(rgb)[0, 0]
+    assert (ours - pil).abs().max().item() <= 1 / 255 + 1e-6  # PIL's fixed-point rounding may differ by one level
+    assert (ours == pil).float().mean().item() > 0.95
+    assert torch.equal(luminance(rgb[:, :1]), rgb[:, :1])
+
+
+def test_colour_components_keep_the_clean_target() -> None:
+    clean = torch.rand(3, 3, 12, 12, generator=_gen(24))
+    for spec in ("awgn:25:clip8", "camera:jpeg=1", "poisson-gaussian"):
+        noisy, target = make_noise(spec).pair(clean, _gen(25))
+        assert torch.equal(target, clean)
+        assert not bool(_identical_channels(noisy).any())
+
+
+@pytest.mark.parametrize("spec", [c.rsplit("=", 1)[0] for c in USERS_FILES_NOISE[4:].split(",")] + [USERS_FILES_NOISE])
+def test_users_files_components_land_on_the_8bit_grid(spec: str) -> None:
+    clean = torch.rand(6, 3, 16, 16, generator=_gen(26))
+    noisy, target = make_noise(spec).pair(clean, _gen(27))
+    assert noisy.min() >= 0 and noisy.max() <= 1
+    assert torch.equal(noisy * 255, torch.round(noisy * 255))
+    assert torch.equal(noisy, clip8(noisy))
+
+
+def test_users_files_mix_has_every_component_clip8_and_grey() -> None:
+    model = make_noise(USERS_FILES_NOISE)
+    assert isinstance(model, MixNoise)
+    assert all(c.finish == "clip8" for c in model.components)
+    kinds = [type(c.inner if isinstance(c, GreyNoise) else c).__name__ for c in model.components]
+    assert sorted(kinds) == ["AWGN", "AWGN", "CameraNoise", "PoissonGaussian"]
+    grey = [c for c in model.components if isinstance(c, GreyNoise)]
+    assert len(grey) == 1 and isinstance(grey[0].inner, AWGN) and grey[0].inner.sigma == (0.0, 55.0)
+    camera = next(c for c in model.components if isinstance(c, CameraNoise))
+    assert camera.jpeg > 0
+
+
+def test_users_files_mix_proportions() -> None:
+    model = make_noise(USERS_FILES_NOISE)
+    assert isinstance(model, MixNoise)
+    weights = torch.tensor(model.weights) / sum(model.weights)
+    n = 20000
+    counts = torch.bincount(model.pick(n, _gen(28), torch.empty(0)), minlength=len(weights)).float()
+    tolerance = 4 * torch.sqrt(weights * (1 - weights) / n)  # 4 binomial standard deviations
+    assert bool(((counts / n - weights).abs() < tolerance).all()), (counts / n, weights)
+    # on real outputs: exactly the grey pick gives channel-identical images (colour inputs)
+    grey_k = next(k for k, c in enumerate(model.components) if isinstance(c, GreyNoise))
+    m = 300
+    clean = 0.2 + 0.6 * torch.rand(m, 3, 8, 8, generator=_gen(29))
+    picked = model.pick(m, _gen(30), clean)
+    identical = _identical_channels(model(clean, _gen(30)))
+    assert torch.equal(identical, picked == grey_k)
+    share = identical.float().mean().item()
+    sd = math.sqrt(weights[grey_k].item() * (1 - weights[grey_k].item()) / m)
+    assert abs(share - weights[grey_k].item()) < 4 * sd
+
+
+def test_grey_spec_errors() -> None:
+    assert make_noise("awgn:25:gray:clip8").spec == "awgn:25:grey:clip8"
+    with pytest.raises(ValueError):
+        GreyNoise(inner=AWGN(sigma=(25.0, 25.0), finish="clip8"))
+    with pytest.raises(ValueError):
+        GreyNoise(inner=make_noise("mix:awgn:5=1,awgn:9=1"))
+
+
+def test_noisy_patches_use_grey_targets(tmp_path) -> None:
+    from PIL import Image
+
+    from invdn.data import ImageFolder, NoisyPatches
+
+    rng = np.random.default_rng(31)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 256, (20, 20, 3), dtype=np.uint8), "RGB").save(tmp_path / f"{i}.png")
+    folder = ImageFolder(tmp_path, patch_size=16, seed=1)
+    grey = NoisyPatches(folder, "awgn:0-55:grey:clip8")
+    colour = NoisyPatches(folder, "awgn:0-55:clip8")
+    for i in range(len(folder)):
+        noisy, target = grey[i]
+        assert bool(_identical_channels(noisy[None]).all()) and bool(_identical_channels(target[None]).all())
+        assert torch.equal(target, GreyNoise.grey_clean(folder[i][None])[0].expand(3, -1, -1))
+        noisy_c, target_c = colour[i]
+        assert torch.equal(target_c, folder[i])
+        assert not bool(_identical_channels(noisy_c[None]).any())
+    a, b = grey[1], grey[1]
+    assert torch.equal(a[0], b[0])  # seeded per (seed, epoch, index)
