@@ -18,6 +18,7 @@ STATUS_CODES: dict[int, str] = {
     405: "method_not_allowed",
     406: "not_acceptable",
     409: "conflict",
+    499: "client_closed_request",
     413: "upload_too_large",
     415: "unsupported_media_type",
     422: "invalid_request",
@@ -71,6 +72,12 @@ class JobNotFound(ServiceError):
 
 class JobNotFinished(ServiceError):
     status, code = 409, "job_not_finished"
+
+
+class ClientDisconnected(ServiceError):
+    """The client went away before its answer (nginx's 499); nobody reads this answer, but it is not a 5xx."""
+
+    status, code = 499, "client_closed_request"
 
 
 class Overloaded(ServiceError):

@@ -48,9 +48,13 @@ class ServiceMetrics:
         )
         self.tile_seconds = Histogram(
             "invdn_tile_seconds",
-            "Time of one scheduled tile: the longest a new request waits for a busy worker.",
+            "Time of one scheduled tile, by kind (sync, job): how long a new request may wait for a busy worker.",
+            ["kind"],
             buckets=INFERENCE_BUCKETS,
             registry=self.registry,
+        )
+        self.tile_seconds_max = Gauge(
+            "invdn_tile_seconds_max", "Longest tile so far, by kind (sync, job).", ["kind"], registry=self.registry
         )
         self.tasks = Gauge(
             "invdn_tasks", "Requests and jobs with tiles left to run (waiting or running).", registry=self.registry

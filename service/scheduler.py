@@ -22,7 +22,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from service.errors import Overloaded
+from service.errors import ClientDisconnected, NotReady, Overloaded
 from service.metrics import ServiceMetrics
 
 T = TypeVar("T")
@@ -87,6 +87,7 @@ class TileScheduler:
         self._sequence = itertools.count()
         self._condition = threading.Condition()
         self._stopping = False
+        self._longest: dict[str, float] = {}  # longest tile so far, by kind
         self._threads = [
             threading.Thread(target=self._worker, name=f"invdn-tiles-{index}", daemon=True) for index in range(workers)
         ]
@@ -159,6 +160,12 @@ class TileScheduler:
         except asyncio.CancelledError:
             self.cancel(task, "disconnect")
             raise
+        except Cancelled as exc:
+            if exc.reason == "disconnect":
+                raise ClientDisconnected("the client disconnected; its remaining tiles were not run") from exc
+            raise NotReady(
+                "the server is shutting down; retry", headers={"Retry-After": str(self.retry_after_s)}
+            ) from exc
         finally:
             if watcher is not None:
                 watcher.cancel()
@@ -224,7 +231,11 @@ class TileScheduler:
                 task.tiles += 1
                 if self.metrics is not None:
                     self.metrics.tiles.labels(kind=task.kind).inc()
-                    self.metrics.tile_seconds.observe(time.perf_counter() - start)
+                    seconds = time.perf_counter() - start
+                    self.metrics.tile_seconds.labels(kind=task.kind).observe(seconds)
+                    if seconds > self._longest.get(task.kind, 0.0):
+                        self._longest[task.kind] = seconds
+                        self.metrics.tile_seconds_max.labels(kind=task.kind).set(seconds)
             with self._condition:
                 kind, value = outcome
                 if kind == "more" and task.cancel_reason is not None:
