@@ -6,6 +6,8 @@ Set INVDN_SCREENSHOT_DIR to keep screenshots of the page.
 
 from __future__ import annotations
 
+import base64
+import io
 import itertools
 import json
 import os
@@ -19,11 +21,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 import torch
 import uvicorn
+from PIL import Image
 from service_fixtures import encode, make_stubs, noisy_image, stub_provider, stub_settings
 
+from invdn import registry
+from invdn.metrics import psnr
 from service.app import create_app
 
 CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
@@ -91,9 +97,14 @@ class DevTools:
             Path(folder, name).write_bytes(base64.b64decode(data))
 
 
+STUBS = make_stubs()  # the server's models; a test may slow them down (and must reset `delay`)
+SYNC_MAX_PIXELS = 150 * 150  # photos over this go through the job API
+
+
 @pytest.fixture(scope="module")
 def server_url() -> Iterator[str]:
-    app = create_app(stub_settings(), model_provider=stub_provider(make_stubs()))
+    settings = stub_settings(sync_max_pixels=SYNC_MAX_PIXELS, schedule_tile=64)
+    app = create_app(settings, model_provider=stub_provider(STUBS))
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
@@ -152,24 +163,26 @@ def page(server_url: str, tmp_path: Path) -> Iterator[DevTools]:
             browser.kill()
 
 
-def test_upload_shows_the_comparison(page: DevTools, tmp_path: Path) -> None:
+def test_default_upload_is_denoised_as_it_is(page: DevTools, tmp_path: Path) -> None:
+    image = noisy_image(96, 128, seed=3)
     photo = tmp_path / "photo.png"
-    photo.write_bytes(encode(noisy_image(96, 128, seed=3)))
+    photo.write_bytes(encode(image))
     page.set_file("#file", photo)
-    page.wait_for("document.getElementById('invdn-psnr').textContent.endsWith('dB')")
-    text = page.evaluate(
-        "Object.fromEntries(['noisy-psnr','invdn-psnr','invdn-ssim','invdn-ms','invdn-params','danet-psnr',"
-        "'danet-ssim','danet-ms','danet-params'].map(id => [id, document.getElementById(id).textContent]))"
+    page.wait_for("state.result !== null && document.getElementById('cards').children.length > 0")
+    result = page.evaluate("({mode: state.result.mode, noise: state.result.noise, noisy: state.result.images.noisy})")
+    assert result["mode"] == "blind" and result["noise"] is None  # no synthetic noise by default
+    shown = np.asarray(Image.open(io.BytesIO(base64.b64decode(result["noisy"]))))
+    np.testing.assert_array_equal(shown, image)  # the input shown is the upload itself
+    cards = page.evaluate(
+        "[...document.querySelectorAll('#cards figure')].map(f => [f.id, f.querySelector('h3').textContent])"
     )
-    for key in ("noisy-psnr", "invdn-psnr", "danet-psnr"):
-        assert float(text[key].removesuffix(" dB")) > 5, text
-    for key in ("invdn-ssim", "danet-ssim"):
-        assert 0 < float(text[key]) <= 1, text
-    for key in ("invdn-ms", "danet-ms"):
-        assert text[key].endswith("ms"), text
-    assert int(text["invdn-params"].replace(",", "")) > 0, text
+    assert cards == [["card-noisy", "Noisy input"], *[[f"card-{s.name}", s.label] for s in registry.MODELS]]
+    for spec in registry.MODELS:
+        text = page.evaluate(f"document.getElementById('{spec.name}-psnr').textContent")
+        assert text == "-"  # no reference, no PSNR
+        assert page.evaluate(f"document.getElementById('{spec.name}-ms').textContent").endswith("ms")
     bars = page.evaluate("[...document.querySelectorAll('#chart svg rect')].map(r => Number(r.dataset.parameters))")
-    assert len(bars) == 3 and all(b > 0 for b in bars)
+    assert len(bars) >= len(registry.MODELS) and all(b > 0 for b in bars)
     assert page.evaluate("document.getElementById('ba-after').naturalWidth") == 128
     assert page.evaluate("document.getElementById('error').hidden") is True
     page.evaluate(
@@ -177,7 +190,71 @@ def test_upload_shows_the_comparison(page: DevTools, tmp_path: Path) -> None:
         " s.dispatchEvent(new Event('input')); })()"
     )
     assert "20%" in page.evaluate("document.getElementById('ba-after').style.clipPath")
+    # every model's result can be downloaded; this one is small enough for /v1/denoise
+    for spec in registry.MODELS:
+        page.evaluate(f"document.getElementById('download-{spec.name}').click()")
+        saved = page.wait_for(f"state.lastDownload && state.lastDownload.model === '{spec.name}' && state.lastDownload")
+        assert saved["name"] == f"photo-{spec.name}.png" and saved["size"] > 0
+    assert page.evaluate("state.progressSeen.length") == 0  # no job was needed
     page.screenshot("compare.png")
+
+
+def test_pair_with_a_reference_is_scored(page: DevTools, tmp_path: Path) -> None:
+    clean = noisy_image(64, 80, seed=4)
+    rng = np.random.default_rng(1)
+    noisy = np.clip(clean.astype(int) + rng.integers(-25, 26, clean.shape), 0, 255).astype(np.uint8)
+    (tmp_path / "noisy.png").write_bytes(encode(noisy))
+    (tmp_path / "clean.png").write_bytes(encode(clean))
+    page.set_file("#file", tmp_path / "noisy.png")
+    page.wait_for("state.result !== null")
+    page.set_file("#reference", tmp_path / "clean.png")
+    page.wait_for("state.result !== null && state.result.mode === 'reference'")
+    noisy_psnr = page.wait_for(
+        "document.getElementById('noisy-psnr').textContent.endsWith('dB') && "
+        "document.getElementById('noisy-psnr').textContent"
+    )
+    assert float(noisy_psnr.removesuffix(" dB")) == pytest.approx(psnr(noisy, clean), abs=0.01)
+    for spec in registry.MODELS:
+        text = page.evaluate(f"document.getElementById('{spec.name}-psnr').textContent")
+        assert float(text.removesuffix(" dB")) > 5, text
+        assert 0 < float(page.evaluate(f"document.getElementById('{spec.name}-ssim').textContent")) <= 1
+    assert page.evaluate("document.getElementById('demo-noise').disabled") is True
+    assert "clean reference" in page.evaluate("document.getElementById('status').textContent")
+
+
+def test_demo_mode_adds_noise_only_when_asked(page: DevTools, tmp_path: Path) -> None:
+    photo = tmp_path / "clean.png"
+    photo.write_bytes(encode(noisy_image(48, 48, seed=6)))
+    page.set_file("#file", photo)
+    page.wait_for("state.result !== null && state.result.mode === 'blind'")
+    page.evaluate(
+        "(() => { const c = document.getElementById('demo-noise'); c.checked = true;"
+        " c.dispatchEvent(new Event('change')); })()"
+    )
+    page.wait_for("state.result.mode === 'synthetic'")
+    assert page.evaluate("state.result.noise").startswith("awgn:25")
+    assert page.evaluate("document.getElementById('invdn-psnr').textContent").endswith("dB")
+
+
+def test_big_photo_goes_through_a_job_with_progress(page: DevTools, tmp_path: Path) -> None:
+    photo = tmp_path / "big.png"
+    photo.write_bytes(encode(noisy_image(256, 256, seed=8)))  # 65536 pixels > SYNC_MAX_PIXELS
+    page.set_file("#file", photo)
+    page.wait_for("state.result !== null && document.getElementById('download-invdn') !== null")
+    STUBS["invdn"].delay = 0.1  # 16+ tiles of 64: a couple of seconds, enough to see progress
+    try:
+        page.evaluate("document.getElementById('download-invdn').click()")
+        page.wait_for("!document.getElementById('job').hidden")
+        page.wait_for("state.progressSeen.some(p => p > 0 && p < 1)")
+        text = page.evaluate("document.getElementById('job-text').textContent")
+        assert "tiles" in text
+        page.screenshot("job.png")
+        saved = page.wait_for("state.lastDownload && state.lastDownload.model === 'invdn' && state.lastDownload")
+    finally:
+        STUBS["invdn"].delay = 0.0
+    assert saved["name"] == "big-invdn.png" and saved["size"] > 0
+    assert page.evaluate("document.getElementById('job').hidden") is True
+    assert "Saved big-invdn.png" in page.evaluate("document.getElementById('status').textContent")
 
 
 def test_rejected_file_gets_a_clear_message(page: DevTools, tmp_path: Path) -> None:

@@ -27,8 +27,20 @@ def test_page_is_served_with_its_own_assets(client):
     for asset in ("/static/app.js", "/static/app.css"):
         assert asset in html
         assert client.get(asset).status_code == 200
-    for element in ('id="file"', 'id="sigma"', 'id="ba-slider"', 'id="invdn-psnr"', 'id="danet-psnr"', 'id="chart"'):
+    for element in (
+        'id="file"',
+        'id="reference"',
+        'id="demo-noise"',
+        'id="sigma"',
+        'id="ba-slider"',
+        'id="cards"',
+        'id="chart"',
+        'id="job-progress"',
+    ):
         assert element in html
+    # synthetic noise is an explicit demo mode: off unless the user ticks it
+    demo = re.search(r"<input[^>]*id=\"demo-noise\"[^>]*>", html)
+    assert demo and "checked" not in demo.group(0)
 
 
 def test_page_loads_nothing_from_other_hosts():
@@ -55,6 +67,10 @@ def test_openapi_documents_every_endpoint(client):
     for path, method in [
         ("/v1/denoise", "post"),
         ("/v1/compare", "post"),
+        ("/v1/jobs", "post"),
+        ("/v1/jobs/{job_id}", "get"),
+        ("/v1/jobs/{job_id}", "delete"),
+        ("/v1/jobs/{job_id}/result", "get"),
         ("/v1/models", "get"),
         ("/health/live", "get"),
         ("/health/ready", "get"),
@@ -64,6 +80,8 @@ def test_openapi_documents_every_endpoint(client):
     denoise = paths["/v1/denoise"]["post"]
     assert {"413", "415", "422", "503"} <= set(denoise["responses"])
     assert "X-Inference-Ms" in denoise["responses"]["200"]["headers"]
+    assert "202" in paths["/v1/jobs"]["post"]["responses"]
+    assert "404" in paths["/v1/jobs/{job_id}"]["get"]["responses"]
 
 
 def test_serve_command_runs_uvicorn_with_the_app_factory(monkeypatch):

@@ -1,12 +1,19 @@
-// invdn web page: upload a photo, compare InvDN with DANet-R, download the result. No libraries.
+// invdn web page: upload a noisy photo, compare every served model, download any model's result. No libraries.
 "use strict";
 
 const state = {
   limits: null, // from GET /v1/models
-  file: null, // the chosen File
+  models: [], // from GET /v1/models: [{name, label, ...}], the default first
+  file: null, // the chosen File (the noisy photo, or the clean one in demo mode)
+  pixels: null, // its width x height when the browser can decode it
   compareFile: null, // what /v1/compare gets: the file itself, or a scaled-down PNG of it
+  reference: null, // the optional clean reference File
+  compareReference: null, // the reference as /v1/compare gets it
   result: null, // last /v1/compare answer
   generation: 0, // increases with every comparison started; stale answers are ignored
+  job: null, // {url, cancelled} of the job in progress
+  progressSeen: [], // job progress fractions shown, for the record
+  lastDownload: null, // {name, size, model} of the last saved file
 };
 
 const $ = (id) => document.getElementById(id);
@@ -31,7 +38,9 @@ const ERROR_HINTS = {
   image_too_large: "This image has too many pixels.",
   unsupported_media_type: "This file type is not supported. Use a PNG, JPEG, WebP, TIFF, BMP or GIF image.",
   undecodable_image: "This file could not be read as an image; it may be damaged or incomplete.",
-  invalid_image_pair: "The two images do not match.",
+  invalid_image_pair: "The photo and its clean reference must have the same size.",
+  image_too_large_for_sync: "This photo is too big for a direct answer.",
+  job_not_found: "The job is gone (expired or deleted).",
   overloaded: "The server is busy.",
   not_ready: "The models are still loading.",
 };
@@ -90,7 +99,7 @@ const fmt = {
   megapixels: (v) => `${(v / 1e6).toFixed(1)} MP`,
 };
 
-// ---------- limits ----------
+// ---------- limits and models ----------
 
 async function loadLimits() {
   for (;;) {
@@ -99,9 +108,14 @@ async function loadLimits() {
       if (response.ok) {
         const body = await response.json();
         state.limits = body.limits;
+        state.models = body.models;
         const l = body.limits;
         $("limits").textContent = `${l.formats.map((f) => f.toUpperCase()).join(", ")}; up to ` +
           `${fmt.bytes(l.max_upload_bytes)} and ${fmt.megapixels(l.max_pixels)}`;
+        const first = body.models[0];
+        $("ba-model-label").textContent = first.label;
+        $("ba-after-label").textContent = first.label;
+        $("ba-after").alt = `denoised by ${first.label}`;
         setStatus("Ready.");
         return;
       }
@@ -115,7 +129,12 @@ async function loadLimits() {
   }
 }
 
-// ---------- choosing a file ----------
+function labelOf(name) {
+  const model = state.models.find((m) => m.name === name);
+  return model ? model.label : name;
+}
+
+// ---------- choosing files ----------
 
 function checkFile(file) {
   if (!state.limits) return null;
@@ -127,20 +146,20 @@ function checkFile(file) {
   return null;
 }
 
-// The comparison runs both models on the whole image, so photos over the compare limit are scaled down
-// in the browser first (the download still denoises the full-size original).
+// The comparison runs every model on the image, so photos over the compare limit are scaled down in the
+// browser first (the downloads still denoise the full-size original).
 async function comparableFile(file) {
   const limit = state.limits ? state.limits.compare_max_pixels : Infinity;
   let bitmap;
   try {
     bitmap = await createImageBitmap(file);
   } catch (_) {
-    return { file, note: "" }; // a format the browser cannot decode (TIFF): the server decides
+    return { file, note: "", pixels: null }; // a format the browser cannot decode (TIFF): the server decides
   }
   const pixels = bitmap.width * bitmap.height;
   if (pixels <= limit) {
     bitmap.close();
-    return { file, note: "" };
+    return { file, note: "", pixels };
   }
   const scale = Math.sqrt(limit / pixels);
   const original = `${bitmap.width}×${bitmap.height}`;
@@ -153,8 +172,8 @@ async function comparableFile(file) {
   bitmap.close();
   const blob = await new Promise((resolve) => canvas.toBlob(resolve, "image/png"));
   const note = `Compared at ${width}×${height} (scaled down from ${original} to stay under ` +
-    `${fmt.megapixels(limit)}); the download denoises the full-size photo.`;
-  return { file: new File([blob], "scaled.png", { type: "image/png" }), note };
+    `${fmt.megapixels(limit)}); the downloads denoise the full-size photo.`;
+  return { file: new File([blob], "scaled.png", { type: "image/png" }), note, pixels };
 }
 
 async function chooseFile(file) {
@@ -165,11 +184,34 @@ async function chooseFile(file) {
     return;
   }
   state.file = file;
-  const { file: forCompare, note } = await comparableFile(file);
+  const { file: forCompare, note, pixels } = await comparableFile(file);
   state.compareFile = forCompare;
+  state.pixels = pixels;
   $("scale-note").textContent = note;
   $("scale-note").hidden = !note;
   await runCompare();
+}
+
+async function chooseReference(file) {
+  showError("");
+  const problem = file ? checkFile(file) : null;
+  if (problem) {
+    showError(`Reference: ${problem}`);
+    return;
+  }
+  state.reference = file;
+  state.compareReference = file ? (await comparableFile(file)).file : null;
+  $("reference-clear").hidden = !file;
+  syncDemoControls();
+  await runCompare();
+}
+
+function syncDemoControls() {
+  const hasReference = Boolean(state.reference);
+  $("demo-noise").disabled = hasReference; // a real pair is scored as it is: no synthetic noise
+  if (hasReference) $("demo-noise").checked = false;
+  $("demo-controls").disabled = !$("demo-noise").checked;
+  $("sigma").disabled = $("noise").value === "camera";
 }
 
 // ---------- comparing ----------
@@ -177,16 +219,18 @@ async function chooseFile(file) {
 async function runCompare() {
   if (!state.compareFile) return;
   const generation = ++state.generation;
-  const sigma = Number($("sigma").value);
-  const noise = $("noise").value;
   const form = new FormData();
   form.append("file", state.compareFile);
-  form.append("noise", noise);
   form.append("seed", "0");
-  if (noise === "awgn" && sigma > 0) form.append("sigma", String(sigma));
+  const demo = $("demo-noise").checked && !state.compareReference;
+  if (state.compareReference) {
+    form.append("reference", state.compareReference);
+  } else if (demo) {
+    form.append("noise", $("noise").value);
+    if ($("noise").value === "awgn") form.append("sigma", String(Number($("sigma").value)));
+  }
   showError("");
-  setStatus("Denoising with InvDN and DANet-R…", true);
-  $("download").disabled = true;
+  setStatus(`Denoising with ${state.models.map((m) => m.label).join(", ")}…`, true);
   try {
     const response = await postForm("/v1/compare", form, "application/json");
     const result = await response.json();
@@ -198,70 +242,97 @@ async function runCompare() {
     if (generation !== state.generation) return;
     setStatus("");
     showError(error instanceof ApiError ? error.explain() : `Request failed: ${error.message}`);
-  } finally {
-    if (generation === state.generation) $("download").disabled = false;
   }
 }
 
 function describeMode(result) {
-  if (result.mode === "synthetic") return `noise ${result.noise} added to your photo`;
+  if (result.mode === "synthetic") return `demo mode: noise ${result.noise} added to your photo`;
   if (result.mode === "reference") return "scored against your clean reference";
-  return "your photo denoised as it is (no clean original, so no PSNR/SSIM)";
+  return "your photo denoised as it is (add a clean reference for PSNR/SSIM)";
 }
 
 function dataUrl(base64) {
   return `data:image/png;base64,${base64}`;
 }
 
+function element(tag, attributes = {}, text) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attributes)) node.setAttribute(name, String(value));
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+function card(key, row, image, isDefault) {
+  const figure = element("figure", { class: `card${isDefault ? " default" : ""}`, id: `card-${key}` });
+  figure.appendChild(element("img", { id: `img-${key}`, alt: key === "noisy" ? "noisy input" : `denoised by ${row.label}`,
+    src: dataUrl(image) }));
+  const caption = element("figcaption");
+  caption.appendChild(element("h3", {}, row.label));
+  const list = element("dl");
+  const facts = [["PSNR", "psnr", fmt.psnr(row.psnr)], ["SSIM", "ssim", fmt.ssim(row.ssim)]];
+  if (key !== "noisy") {
+    facts.push(["Time", "ms", fmt.ms(row.ms)], ["Parameters", "params", fmt.count(row.parameters)],
+      ["FLOPs/MP", "flops", fmt.flops(row.flops_per_megapixel)]);
+  }
+  for (const [title, suffix, value] of facts) {
+    list.appendChild(element("dt", {}, title));
+    list.appendChild(element("dd", { id: `${key}-${suffix}` }, value));
+  }
+  caption.appendChild(list);
+  if (key !== "noisy") {
+    const button = element("button", { type: "button", class: "download-button", id: `download-${key}`,
+      "data-model": key }, `Download ${row.label}`);
+    button.addEventListener("click", () => download(key));
+    caption.appendChild(button);
+  }
+  figure.appendChild(caption);
+  return figure;
+}
+
 function render(result) {
   $("results").hidden = false;
   const images = result.images;
+  const names = state.models.map((m) => m.name).filter((name) => result.models[name]);
+  const first = names[0];
   $("ba-before").src = dataUrl(images.noisy);
-  $("ba-after").src = dataUrl(images.invdn);
-  $("img-noisy").src = dataUrl(images.noisy);
-  $("img-invdn").src = dataUrl(images.invdn);
-  $("img-danet").src = dataUrl(images["danet-r"]);
-  const rows = result.models;
-  $("noisy-psnr").textContent = fmt.psnr(rows.noisy.psnr);
-  $("noisy-ssim").textContent = fmt.ssim(rows.noisy.ssim);
-  for (const [prefix, key] of [["invdn", "invdn"], ["danet", "danet-r"]]) {
-    const row = rows[key];
-    $(`${prefix}-psnr`).textContent = fmt.psnr(row.psnr);
-    $(`${prefix}-ssim`).textContent = fmt.ssim(row.ssim);
-    $(`${prefix}-ms`).textContent = fmt.ms(row.ms);
-    $(`${prefix}-params`).textContent = fmt.count(row.parameters);
-    $(`${prefix}-flops`).textContent = fmt.flops(row.flops_per_megapixel);
-  }
+  $("ba-after").src = dataUrl(images[first]);
+  const cards = [card("noisy", result.models.noisy, images.noisy, false)];
+  names.forEach((name, index) => cards.push(card(name, result.models[name], images[name], index === 0)));
+  $("cards").replaceChildren(...cards);
   $("warnings").textContent = result.warnings.join(" · ");
   $("warnings").hidden = result.warnings.length === 0;
-  drawChart(result);
+  drawChart(result, names);
   const percent = (ratio) => `${Number((100 * ratio).toPrecision(3))}%`;
-  $("ratios").textContent = `InvDN has ${percent(result.ratios.invdn_over_danet_r)} of DANet-R's parameters and ` +
-    `${percent(result.ratios.invdn_over_danet_all)} of all of DANet's (denoiser R + generator G + discriminator).`;
-  const synthetic = result.mode === "synthetic";
-  $("download-note").textContent = synthetic
-    ? "Downloads InvDN's output of the noisy version shown above."
-    : `Denoises your full-size photo and keeps its format (${state.file ? state.file.name : ""}).`;
+  const ratioKeys = Object.keys(result.ratios);
+  $("ratios").textContent = ratioKeys.length === 2
+    ? `${labelOf(first)} has ${percent(result.ratios[ratioKeys[0]])} of DANet-R's parameters and ` +
+      `${percent(result.ratios[ratioKeys[1]])} of all of DANet's (denoiser R + generator G + discriminator).`
+    : "";
+  $("download-note").textContent = result.mode === "synthetic"
+    ? "Downloads give each model's output of the noisy version shown."
+    : `Downloads denoise your full-size photo (${state.file ? state.file.name : ""}) and keep its format.`;
   setSplit(Number($("ba-slider").value));
 }
 
 // ---------- parameter chart (inline SVG) ----------
 
 const SVG_NS = "http://www.w3.org/2000/svg";
+const BAR_COLOURS = ["var(--invdn)", "#0ca678", "var(--danet)", "#7048e8", "#1098ad"];
 
 function svg(tag, attributes, text) {
-  const element = document.createElementNS(SVG_NS, tag);
-  for (const [name, value] of Object.entries(attributes)) element.setAttribute(name, String(value));
-  if (text !== undefined) element.textContent = text;
-  return element;
+  const node = document.createElementNS(SVG_NS, tag);
+  for (const [name, value] of Object.entries(attributes)) node.setAttribute(name, String(value));
+  if (text !== undefined) node.textContent = text;
+  return node;
 }
 
-function drawChart(result) {
-  const bars = [
-    { label: "InvDN", value: result.models.invdn.parameters, colour: "var(--invdn)" },
-    { label: "DANet-R (denoiser)", value: result.models["danet-r"].parameters, colour: "var(--danet)" },
-    { label: "DANet (R + G + discriminator)", value: result.danet_parameters.total, colour: "var(--danet-all)" },
-  ];
+function drawChart(result, names) {
+  const bars = names.map((name, index) => ({ label: result.models[name].label, value: result.models[name].parameters,
+    colour: BAR_COLOURS[index % BAR_COLOURS.length] }));
+  if (result.danet_parameters && result.danet_parameters.total) {
+    bars.push({ label: "DANet (R + G + discriminator)", value: result.danet_parameters.total,
+      colour: "var(--danet-all)" });
+  }
   const width = 760;
   const labelWidth = 230;
   const valueWidth = 110;
@@ -290,14 +361,14 @@ function setSplit(percent) {
   $("before-after").style.setProperty("--split", `${percent}%`);
 }
 
-// ---------- download ----------
+// ---------- downloads ----------
 
 function baseName(name) {
   const dot = name.lastIndexOf(".");
   return dot > 0 ? name.slice(0, dot) : name || "photo";
 }
 
-function saveBlob(blob, name) {
+function saveBlob(blob, name, model) {
   const url = URL.createObjectURL(blob);
   const link = document.createElement("a");
   link.href = url;
@@ -306,41 +377,115 @@ function saveBlob(blob, name) {
   link.click();
   link.remove();
   setTimeout(() => URL.revokeObjectURL(url), 10000);
+  state.lastDownload = { name, size: blob.size, model };
 }
 
-async function download() {
+function setDownloadsDisabled(disabled) {
+  for (const button of document.querySelectorAll(".download-button")) button.disabled = disabled;
+}
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+function showJob(progress, text) {
+  $("job").hidden = false;
+  $("job-progress").value = progress;
+  $("job-text").textContent = text;
+  state.progressSeen.push(progress);
+}
+
+// Big photos go through the job API: POST /v1/jobs, poll the status for progress, then fetch the result.
+async function denoiseAsJob(form, model) {
+  const response = await postForm("/v1/jobs", form, "application/json");
+  const created = await response.json();
+  state.job = { url: created.status_url, cancelled: false };
+  showJob(0, `${labelOf(model)}: starting…`);
+  try {
+    for (;;) {
+      await sleep(250);
+      if (state.job.cancelled) throw new Error("cancelled");
+      const poll = await fetch(created.status_url, { headers: { Accept: "application/json" } });
+      if (!poll.ok) throw await apiError(poll);
+      const status = await poll.json();
+      showJob(status.progress, `${labelOf(model)}: ${status.tiles_done} of ${status.tiles_total || "?"} tiles`);
+      if (status.status === "done") {
+        const result = await fetch(status.result_url);
+        if (!result.ok) throw await apiError(result);
+        const blob = await result.blob();
+        await fetch(created.status_url, { method: "DELETE" }); // frees the server's copy
+        return { blob, ms: status.inference_ms };
+      }
+      if (status.status === "failed") {
+        throw new ApiError(422, status.error.code, status.error.detail, 0);
+      }
+      if (status.status === "cancelled") throw new Error("cancelled");
+    }
+  } finally {
+    state.job = null;
+    $("job").hidden = true;
+  }
+}
+
+async function cancelJob() {
+  if (!state.job) return;
+  state.job.cancelled = true;
+  await fetch(state.job.url, { method: "DELETE" });
+  setStatus("Cancelled.");
+}
+
+async function downloadSynthetic(model, stem) {
+  // The model's output of the synthetic noisy image, re-encoded in the original's format where possible.
+  const mime = Object.values(MIME_BY_FORMAT).includes(state.file.type) ? state.file.type : "image/png";
+  const bitmap = await createImageBitmap(await (await fetch(dataUrl(state.result.images[model]))).blob());
+  const canvas = document.createElement("canvas");
+  canvas.width = bitmap.width;
+  canvas.height = bitmap.height;
+  canvas.getContext("2d").drawImage(bitmap, 0, 0);
+  const blob = await new Promise((resolve) => canvas.toBlob(resolve, mime, 0.95));
+  saveBlob(blob, `${stem}-noisy-${model}.${EXTENSIONS[mime]}`, model);
+}
+
+async function download(model) {
   if (!state.result || !state.file) return;
   showError("");
   const stem = baseName(state.file.name);
-  $("download").disabled = true;
+  setDownloadsDisabled(true);
   try {
     if (state.result.mode === "synthetic") {
-      // The denoised synthetic image, re-encoded in the original's format where the browser can write it.
-      const mime = Object.values(MIME_BY_FORMAT).includes(state.file.type) ? state.file.type : "image/png";
-      const bitmap = await createImageBitmap(await (await fetch(dataUrl(state.result.images.invdn))).blob());
-      const canvas = document.createElement("canvas");
-      canvas.width = bitmap.width;
-      canvas.height = bitmap.height;
-      canvas.getContext("2d").drawImage(bitmap, 0, 0);
-      const blob = await new Promise((resolve) => canvas.toBlob(resolve, mime, 0.95));
-      saveBlob(blob, `${stem}-noisy-invdn.${EXTENSIONS[mime]}`);
+      await downloadSynthetic(model, stem);
+      setStatus(`Saved ${state.lastDownload.name}.`);
       return;
     }
-    setStatus("Denoising the full-size photo…", true);
     const form = new FormData();
     form.append("file", state.file);
-    form.append("model", "invdn");
+    form.append("model", model);
     form.append("format", "keep");
-    const response = await postForm("/v1/denoise", form, "image/*");
-    const blob = await response.blob();
-    const extension = EXTENSIONS[blob.type] || "png";
-    saveBlob(blob, `${stem}-invdn.${extension}`);
-    setStatus(`Saved ${stem}-invdn.${extension} (InvDN, ${response.headers.get("X-Inference-Ms")} ms).`);
+    const big = state.pixels !== null && state.pixels > state.limits.sync_max_pixels;
+    let outcome;
+    if (big) {
+      outcome = await denoiseAsJob(form, model);
+    } else {
+      setStatus(`Denoising the full-size photo with ${labelOf(model)}…`, true);
+      try {
+        const response = await postForm("/v1/denoise", form, "image/*");
+        outcome = { blob: await response.blob(), ms: Number(response.headers.get("X-Inference-Ms")) };
+      } catch (error) {
+        // a format the browser could not measure, found too big by the server: use a job after all
+        if (!(error instanceof ApiError && error.code === "image_too_large_for_sync")) throw error;
+        outcome = await denoiseAsJob(form, model);
+      }
+    }
+    const extension = EXTENSIONS[outcome.blob.type] || "png";
+    saveBlob(outcome.blob, `${stem}-${model}.${extension}`, model);
+    setStatus(`Saved ${stem}-${model}.${extension} (${labelOf(model)}, ${fmt.ms(outcome.ms)}).`);
   } catch (error) {
+    if (error.message === "cancelled") {
+      setStatus("Cancelled.");
+      return;
+    }
     setStatus("");
     showError(error instanceof ApiError ? error.explain() : `Download failed: ${error.message}`);
   } finally {
-    $("download").disabled = false;
+    setDownloadsDisabled(false);
   }
 }
 
@@ -363,16 +508,26 @@ function init() {
     const file = event.dataTransfer.files[0];
     if (file) chooseFile(file);
   });
+  $("reference").addEventListener("change", (event) => chooseReference(event.target.files[0] || null));
+  $("reference-clear").addEventListener("click", () => {
+    $("reference").value = "";
+    chooseReference(null);
+  });
+  $("demo-noise").addEventListener("change", () => {
+    syncDemoControls();
+    runCompare();
+  });
   $("sigma").addEventListener("input", () => {
     $("sigma-value").textContent = $("sigma").value;
   });
   $("sigma").addEventListener("change", runCompare);
   $("noise").addEventListener("change", () => {
-    $("sigma").disabled = $("noise").value === "camera";
+    syncDemoControls();
     runCompare();
   });
   $("ba-slider").addEventListener("input", (event) => setSplit(Number(event.target.value)));
-  $("download").addEventListener("click", download);
+  $("job-cancel").addEventListener("click", cancelJob);
+  syncDemoControls();
   setSplit(50);
   loadLimits();
 }
