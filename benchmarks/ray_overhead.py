@@ -10,10 +10,12 @@ then times, as subprocesses, each the full command a user runs (process start, m
 
 ADDRESS is a local Ray instance this script starts first (`ray.init(num_cpus=<cores>)`; its start-up time is
 shown but not charged: on a cluster it is already running) and stops at the end. The runs alternate
-`--repeats` times and the fastest of each is kept; overhead = 1 - ray 1x<cores> images/s / local images/s.
-Outputs of local and Ray are compared byte for byte. Needs `pip install -e .[ray]`.
+`--repeats` times and the fastest of each is kept (other work on the machine only slows a run down; every run's
+time and the load average before it are in the JSON); overhead = 1 - ray 1x<cores> images/s / local images/s.
+Ray's cost is mostly fixed per run (importing ray, joining, starting actors that load the model: a few seconds),
+so it shrinks as the batch grows. Outputs of local and Ray are compared byte for byte. Needs `pip install -e .[ray]`.
 
-    python benchmarks/ray_overhead.py --images 12 --size 768x512
+    python benchmarks/ray_overhead.py --images 24 --size 1024x768 --repeats 3 --no-split
     python benchmarks/ray_overhead.py --images 4 --size 128x96 --repeats 1 --json   # a quick check
 """
 
@@ -24,6 +26,7 @@ import hashlib
 import json
 import os
 import resource
+import signal
 import subprocess
 import sys
 import tempfile
@@ -64,19 +67,20 @@ def digest(folder: Path) -> dict[str, str]:
 def run_cli(name: str, args: list[str], out: Path, env: dict[str, str]) -> dict:
     """Time one `invdn denoise` run into a fresh `out`; raises if it fails."""
     command = [sys.executable, "-m", "invdn", "denoise", *args, "-o", str(out), "-q"]
+    load = os.getloadavg()[0]
     started = time.perf_counter()
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - started
     if result.returncode != 0:
         raise RuntimeError(f"{name} failed ({result.returncode}): {result.stderr[-2000:]}")
     print(f"[ray_overhead] {name}: {seconds:.1f} s", file=sys.stderr, flush=True)
-    return {"run": name, "seconds": seconds}
+    return {"run": name, "seconds": round(seconds, 2), "loadavg_before": round(load, 2)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--images", type=int, default=12, help="number of images")
-    parser.add_argument("--size", default="768x512", help="WIDTHxHEIGHT of each image")
+    parser.add_argument("--images", type=int, default=24, help="number of images")
+    parser.add_argument("--size", default="1600x1200", help="WIDTHxHEIGHT of each image")
     parser.add_argument("--model", default=registry.DEFAULT, choices=registry.choices(), help="model to run")
     parser.add_argument("--repeats", type=int, default=2, help="alternating repeats; the fastest run is kept")
     parser.add_argument("--no-split", action="store_true", help="skip the one-core-per-actor Ray run")
@@ -88,6 +92,7 @@ def main() -> None:
 
     import ray
 
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that `finally` stops the Ray instance
     cores = available_cores()
     started = time.perf_counter()
     ray.init(num_cpus=cores, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
@@ -103,6 +108,7 @@ def main() -> None:
         configs[f"ray {cores}x1"] = [f"--ray={address}", "--ray-actors", str(cores), "--ray-cpus", "1"]
 
     best: dict[str, float] = {}
+    runs: list[dict] = []
     digests: dict[str, dict[str, str]] = {}
     local_peak_rss = 0
     try:
@@ -116,6 +122,7 @@ def main() -> None:
                     row = run_cli(name, [str(folder), "--model", args.model, *extra], out, env)
                     if name == "local" and repeat == 0:  # the first child: its peak is the local CLI's alone
                         local_peak_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+                    runs.append(row)
                     best[name] = min(best.get(name, float("inf")), row["seconds"])
                     digests.setdefault(name, digest(out))
     finally:
@@ -145,6 +152,7 @@ def main() -> None:
         "ray_start_seconds": round(ray_start, 2),
         "local_peak_rss_mb": round(local_peak_rss / 1e6, 1),
         "rows": rows,
+        "runs": runs,
         "ray_overhead": round(1 - ray_rate / local_rate, 4),
     }
     if args.json:

@@ -111,18 +111,53 @@ class DenoiseActor:
         self.options = options
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[Any]]:
-        rows: dict[str, list[Any]] = {
-            key: [] for key in ("index", "status", "reason", "width", "height", "bytes", "seconds", "pretrained")
-        }
+        """Denoise a batch of planned files: local ones through the CLI's own pipeline (`run_jobs`: the next file
+        decoded and the previous one encoded while the model works), URIs one by one (`process_file`)."""
+        from invdn.commands.denoise import Job, run_jobs
+
+        rows: dict[str, list[Any]] = {key: [] for key in _RESULT_KEYS}
+
+        def add(index: int, row: dict[str, Any]) -> None:
+            for key, value in (*row.items(), ("index", index), ("pretrained", self.pretrained)):
+                rows[key].append(value)
+
+        local: list[tuple[int, Job]] = []
         for index, source, target, fmt in zip(
             batch["index"], batch["source"], batch["target"], batch["fmt"], strict=True
         ):
-            target_location = str(target) if "://" in str(target) else Path(str(target))
-            source_location = str(source) if "://" in str(source) else Path(str(source))
-            row = process_file(source_location, target_location, str(fmt), self.denoiser, self.options)
-            for key, value in (*row.items(), ("index", int(index)), ("pretrained", self.pretrained)):
-                rows[key].append(value)
+            if "://" in str(source) or "://" in str(target):
+                add(
+                    int(index),
+                    process_file(_location(source), _location(target), str(fmt), self.denoiser, self.options),
+                )
+            else:
+                local.append((int(index), Job(source=Path(str(source)), target=Path(str(target)), fmt=str(fmt))))
+        if local:
+            collector = _Collector()
+            run_jobs([job for _, job in local], self.denoiser, self.options, collector, workers=1, fail_fast=False)  # type: ignore[arg-type]
+            for index, job in local:
+                width, height = job.size or (-1, -1)
+                row = {"status": job.status, "reason": job.reason, "width": width, "height": height}
+                add(index, {**row, "bytes": job.bytes_out, "seconds": job.seconds})
         return rows
+
+
+_RESULT_KEYS = ("index", "status", "reason", "width", "height", "bytes", "seconds", "pretrained")
+
+
+def _location(value: object) -> str | Path:
+    text = str(value)
+    return text if "://" in text else Path(text)
+
+
+class _Collector:
+    """Stands in for the CLI's Reporter inside an actor: the jobs themselves carry the results back."""
+
+    def record(self, job: Job, progressed: float = 0.0) -> None:
+        pass
+
+    def advance(self, job: Job, megapixels: float, fraction: float) -> None:
+        pass
 
 
 def _actor_count(ray: Any, actors: ActorSettings, files: int) -> int:
@@ -194,7 +229,9 @@ def run_on_ray(
             "options": options,
             "threads": _threads(actors),
         },
-        batch_size=1,
+        # a few files per call, so each actor overlaps decoding and encoding with the model as the CLI does, while
+        # every actor still gets several batches
+        batch_size=max(1, min(8, len(jobs) // (pool * 4))),
         compute=ray.data.ActorPoolStrategy(size=pool),
         num_cpus=actors.cpus,
         num_gpus=actors.gpus,
