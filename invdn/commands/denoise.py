@@ -267,11 +267,25 @@ def remove_stale_temp_files(jobs: list[Job]) -> int:
 
 
 class Reporter:
-    """Per-file messages, the progress bar (terminal) or plain lines (otherwise), the JSONL report."""
+    """Per-file messages, the progress bar (terminal) or plain lines (otherwise), the JSONL report.
 
-    def __init__(self, total_files: int, total_megapixels: float, report: IO[str] | None, quiet: bool) -> None:
+    With `order` (the jobs in input order), files finished out of order (decoding, denoising and writing overlap)
+    are held back so that their lines and report entries come in input order, numbered by input position.
+    """
+
+    def __init__(
+        self,
+        total_files: int,
+        total_megapixels: float,
+        report: IO[str] | None,
+        quiet: bool,
+        order: list[Job] | None = None,
+    ) -> None:
         self.total_files = total_files
         self.report = report
+        self._position = {id(job): index for index, job in enumerate(order)} if order is not None else None
+        self._held: dict[int, Job] = {}  # finished jobs waiting for an earlier one, by input position
+        self._next = 0  # input position of the next line
         self.quiet = quiet
         self.counts = {"done": 0, "skipped": 0, "failed": 0}
         self.megapixels_done = 0.0
@@ -328,7 +342,24 @@ class Reporter:
         if self.bar is not None:
             self.bar.update(max(0.0, job.megapixels - progressed))
             self._update_postfix()
-        position = f"[{self.finished}/{self.total_files}]"
+        if self._position is None or id(job) not in self._position:
+            self._emit(job, self.finished)
+            return
+        self._held[self._position[id(job)]] = job
+        self._flush(until=self._next)
+
+    def _flush(self, until: int | None) -> None:
+        """Emits held jobs in input order: those contiguous from the next position (`until` = that position), or
+        every one (`until` None, at the end of a run that stopped early)."""
+        for index in sorted(self._held):
+            if until is not None and index != self._next:
+                break
+            self._emit(self._held.pop(index), index + 1)
+            self._next = index + 1
+
+    def _emit(self, job: Job, number: int) -> None:
+        """The line and report entry of one finished job, numbered `number` of total_files."""
+        position = f"[{number}/{self.total_files}]"
         if job.status == "failed":
             self._line(f"{position} failed {job.name}: {job.reason}")
         elif self.bar is None and not self.quiet and job.status == "done":  # skips are counted up front
@@ -351,7 +382,8 @@ class Reporter:
             self.report.flush()
 
     def close(self) -> str:
-        """Close the bar; return the summary line."""
+        """Emit any line still held back, close the bar; return the summary line."""
+        self._flush(until=None)
         if self.bar is not None:
             self.bar.close()
         elapsed = time.perf_counter() - self.started
@@ -824,7 +856,7 @@ def denoise(
         report.parent.mkdir(parents=True, exist_ok=True)
         report_stream = open(report, "a", encoding="utf-8")  # closed in the finally below
     total_mp = sum(job.megapixels for job in todo)
-    reporter = Reporter(len(jobs), total_mp, report_stream, quiet or stdio)
+    reporter = Reporter(len(jobs), total_mp, report_stream, quiet or stdio, order=jobs)
     options = Options(
         overwrite=overwrite,
         quality=quality,
