@@ -5,13 +5,16 @@
         [--bf16/--no-bf16] [--channels-last/--no-channels-last] [--compile] [--steps N] [--shard-mib 15]
     python scripts/train_gpu.py --export RUN_DIR --out weights.safetensors [--dtype float16]
 
-Each invocation trains for ``--minutes`` of wall time (or ``--steps`` steps) and writes RUN_DIR/checkpoint/: the
-weights of every trained module and the optimiser state (Adam moments and step counts) as safetensors shards of at
-most ``--shard-mib`` MiB each (tensors larger than that are split), plus index.json (tensor -> shard parts, shapes,
-dtypes, optimiser hyper-parameters, step, configuration). The next invocation with the same RUN_DIR resumes from
-it: same step count, same optimiser moments, same learning-rate schedule (cosine over ``--total-steps``). A
-checkpoint is written to checkpoint.tmp/ and renamed, so a piece killed at any moment leaves the last one intact.
-``--export`` reassembles the main module into one ordinary weights file (``invdn.weights.save``).
+Each invocation takes at most ``--minutes`` of wall time, setup (decoding the images, sizing the batch, loading
+the checkpoint) and the final checkpoint (``--reserve-s``, at most a quarter of the piece) included, or stops after
+``--steps`` steps. It writes RUN_DIR/checkpoint/: the weights of every trained module and the optimiser state (Adam
+moments and step counts) as safetensors shards of at most ``--shard-mib`` MiB each (tensors larger than that are
+split), plus index.json (tensor -> shard parts, shapes, dtypes, optimiser hyper-parameters, step, configuration).
+The next invocation with the same RUN_DIR resumes from it: same step count, same optimiser moments, same
+learning-rate schedule (cosine over ``--total-steps``); the run's saved settings (model, noise, patch, batch,
+total steps, seed, lr) win over the command line's. A checkpoint is written to checkpoint.tmp/ and renamed, so a
+piece killed at any moment leaves the last one intact. ``--export`` reassembles the main module into one ordinary
+weights file (``invdn.weights.save``).
 
 Speed: the training images are decoded once into one uint8 tensor in device memory; each step crops, flips and
 rotates its batch there with one gather, and synthesises the noise there (``invdn.noise``, seeded per step on a
@@ -319,7 +322,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--model", default=registry.DEFAULT, choices=registry.choices())
     p.add_argument("--data", action="append", default=[], help="folder of clean training images (repeatable)")
     p.add_argument("--run", type=Path, help="run folder (checkpoint/, log.jsonl); resumed when it has a checkpoint")
-    p.add_argument("--minutes", type=float, default=9.0, help="wall-clock minutes of training in this piece")
+    p.add_argument(
+        "--minutes", type=float, default=9.0, help="wall-clock minutes of this piece, setup and checkpoint included"
+    )
+    p.add_argument("--reserve-s", type=float, default=20.0, help="seconds kept free for the checkpoint at the end")
     p.add_argument("--steps", type=int, default=None, help="stop this piece after this many steps")
     p.add_argument("--total-steps", type=int, default=20000, help="length of the cosine schedule (the whole run)")
     p.add_argument("--batch", default="auto", help="batch size, or auto (CUDA: fit the device; CPU: 4)")
@@ -356,6 +362,7 @@ def export(run: Path, out: Path, dtype: str) -> Path:
 
 
 def main(argv: list[str] | None = None) -> dict:
+    t0 = time.monotonic()
     args = parse_args(argv)
     if args.export is not None:
         if args.out is None:
@@ -399,7 +406,8 @@ def main(argv: list[str] | None = None) -> dict:
     run.mkdir(parents=True, exist_ok=True)
     log = open(run / "log.jsonl", "a")  # closed at the end of the piece
     data = _batches(images, noise, batch, args.seed, step, args.channels_last)
-    budget = args.minutes * 60.0
+    reserve = min(args.reserve_s, 0.25 * args.minutes * 60.0)
+    budget = args.minutes * 60.0 - (time.monotonic() - t0) - reserve  # training seconds left in this piece
     px_per_step = batch * args.patch * args.patch
     start = time.monotonic()
     first_minute: float | None = None
