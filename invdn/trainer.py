@@ -38,9 +38,9 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from invdn.data import ImageFolder, NoisyPatches
-from invdn.noise import make_noise, seed_from
+from invdn.noise import USERS_FILES_NOISE, make_noise, seed_from
 
-DEFAULT_NOISE = "mix:awgn:0-55=0.4,camera:chroma=0-3:jpeg=0.3=0.4,poisson-gaussian=0.2"
+DEFAULT_NOISE = USERS_FILES_NOISE  # colour and grey AWGN, Poisson-Gaussian, camera + JPEG; all saved to 8 bits
 
 
 @dataclass
