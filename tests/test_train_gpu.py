@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -94,6 +95,20 @@ def test_pieces_resume_bit_exactly_and_export(tg, data: Path, tmp_path: Path) ->
     z, _ = _ckpt(tg, tmp_path / "zero")
     moved = [k for k in z if k.startswith("module/") and z[k].is_floating_point() and not torch.equal(z[k], a[k])]
     assert moved
+
+    # warm restart from the weights-only folder: same weights and step, fresh Adam, ramped learning rate
+    wshards = sorted((pieces / "weights").glob("shard-*.safetensors"))
+    assert wshards and all(p.stat().st_size < 4 << 20 for p in wshards)
+    warm = tmp_path / "warm"
+    args = common + ["--run", str(warm), "--warm-from", str(pieces / "weights"), "--warmup-steps", "10"]
+    assert tg.main(args + ["--steps", "0"])["step"] == 4
+    w, meta_w = _ckpt(tg, warm)
+    assert not any(k.startswith("optim/") for k in w)  # Adam starts afresh
+    assert all(torch.equal(w[k], a[k]) for k in w) and set(w) == {k for k in a if k.startswith("module/")}
+    assert meta_w["config"]["warm_start_step"] == 4
+    assert tg.main(common + ["--run", str(warm), "--steps", "1"])["step"] == 5  # a later piece keeps the ramp
+    last = [json.loads(line) for line in (warm / "log.jsonl").read_text().splitlines() if '"lr"' in line][-1]
+    assert last["step"] == 5 and last["lr"] == pytest.approx(tg.lr_factor("cosine", 4, 50) * 1 / 10)
 
     out = tmp_path / "exported.safetensors"
     tg.main(["--export", str(pieces), "--out", str(out)])
