@@ -342,6 +342,7 @@ def fairness(args: argparse.Namespace) -> int:
     }
     try:
         report["ready_seconds"] = round(wait_ready(base_url, server, args.ready_timeout), 2)
+        report["rss_at_ready_mib"] = round(tree_rss(server.pid) / 2**20, 1)
         with httpx.Client(base_url=base_url, timeout=args.request_timeout) as client:
             info = client.get("/v1/models").json()
             report["limits"] = info["limits"]
@@ -362,12 +363,19 @@ def fairness(args: argparse.Namespace) -> int:
                         "seconds_per_megapixel": round(status["inference_ms"] / 1000 / megapixels, 3),
                     }
             report["speed"] = speed
+            # warm-up of the big paths too: a big job decoded, one tile run, then deleted
+            big = gradient_png(args.big_width, args.big_height, seed=3)
+            warm = client.post("/v1/jobs", files={"file": ("w.png", big, "image/png")}, data={"model": args.model})
+            warm_url = warm.json()["status_url"]
+            while client.get(warm_url).json()["tiles_done"] < 1:
+                time.sleep(0.05)
+            client.delete(warm_url)
+            wait_idle(base_url, 120)
             rss_start = tree_rss(server.pid)
             # 2. idle
             idle = asyncio.run(phase(base_url, small, args))
             report["idle"] = latency_summary(idle)
             # 3. loaded: a big job in progress
-            big = gradient_png(args.big_width, args.big_height, seed=3)
             created = client.post(
                 "/v1/jobs", files={"file": ("big.png", big, "image/png")}, data={"model": args.model}
             ).json()
@@ -393,10 +401,14 @@ def fairness(args: argparse.Namespace) -> int:
             freed = time.perf_counter() - cancel_start  # DELETE's own round trip included
             metrics = metric_values(base_url)
             job_tile_max = metrics.get('invdn_tile_seconds_max{kind="job"}')
+            job_tiles = metrics.get('invdn_tile_seconds_count{kind="job"}') or 0.0
             report["cancel"] = {
                 "status": deleted["status"],
                 "freed_seconds": round(freed, 3),
                 "longest_job_tile_seconds": job_tile_max,
+                "mean_job_tile_seconds": round(metrics['invdn_tile_seconds_sum{kind="job"}'] / job_tiles, 3)
+                if job_tiles
+                else None,
             }
             # 5. a dropped synchronous request of the largest synchronous size
             side = int(min(info["limits"]["sync_max_pixels"], args.big_width * args.big_height) ** 0.5) // 8 * 8

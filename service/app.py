@@ -103,8 +103,10 @@ def create_app(settings: Settings | None = None, model_provider: ModelProvider |
     )
     app.add_middleware(MetricsMiddleware, metrics=metrics)
 
-    for router in (denoise.router, compare.router, jobs.upload_router, jobs.router, models.router, health.router):
+    routers = (denoise.router, compare.router, jobs.upload_router, jobs.router, models.router, health.router)
+    for router in routers:
         app.include_router(router)
+    app.state.api_routes = [route for router in routers for route in router.routes]  # for 405's Allow header
     app.include_router(page.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app

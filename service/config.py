@@ -26,9 +26,10 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(default=20 * 1024 * 1024, gt=0)
     # Largest accepted image in pixels (width x height), read from the header before decoding (413 beyond it).
     max_pixels: int = Field(default=16_000_000, gt=0)
-    # Largest image accepted by /v1/compare, which runs both models on the whole image (untiled) and returns
-    # three images; the web page scales larger photos down to this before comparing.
-    compare_max_pixels: int = Field(default=1_000_000, gt=0)
+    # Largest image accepted by /v1/compare, which runs every model on it and returns every image; the web page
+    # scales larger photos down to this before comparing. Default: what every model together does in
+    # capacity.SYNC_SECONDS on the measured machine (capacity.py).
+    compare_max_pixels: int = Field(default=capacity.COMPARE_MAX_PIXELS, gt=0)
     # Image formats accepted (comma-separated in the environment), recognised from the file's first bytes
     # (415 for anything else).
     allowed_formats: Annotated[list[str], NoDecode] = Field(default_factory=lambda: list(DEFAULT_FORMATS))

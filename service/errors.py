@@ -10,6 +10,7 @@ from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 # Short machine-readable codes for plain HTTP errors raised by the framework (unknown routes, methods).
 STATUS_CODES: dict[int, str] = {
@@ -108,7 +109,20 @@ async def http_error_handler(request: Request, exc: Exception) -> JSONResponse:
             _count_reject(request, exc.reason)
     else:
         code = STATUS_CODES.get(exc.status_code, f"http_{exc.status_code}")
-    return error_json(exc.status_code, str(exc.detail), code, headers=exc.headers)
+    headers = exc.headers
+    if exc.status_code == 405:  # Starlette names the methods of the first route on the path only
+        headers = {**(headers or {}), "Allow": ", ".join(_allowed_methods(request))}
+    return error_json(exc.status_code, str(exc.detail), code, headers=headers)
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route answers on this request's path (GET /v1/jobs/{id} and DELETE are two routes)."""
+    methods: set[str] = set()
+    for route in getattr(request.app.state, "api_routes", []):
+        match, _ = route.matches(request.scope)
+        if match != Match.NONE:
+            methods.update(getattr(route, "methods", None) or ())
+    return sorted(methods)
 
 
 def _describe(error: dict) -> str:

@@ -289,3 +289,10 @@ def test_weights_files_setting_takes_registry_names_and_aliases(monkeypatch):
     monkeypatch.setenv("INVDN_WEIGHTS_FILES", "bm3d=/w/x.safetensors")
     with pytest.raises(ValueError, match="bm3d"):
         Settings()
+
+
+def test_method_not_allowed_lists_every_method_of_the_path():
+    with service_client() as (client, _):
+        response = client.request("OPTIONS", "/v1/jobs/" + "0" * 32)
+        assert response.status_code == 405 and response.json()["code"] == "method_not_allowed"
+        assert set(response.headers["allow"].split(", ")) == {"GET", "DELETE"}

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from service_fixtures import encode, make_stubs, noisy_image, png_bomb, service_client, stub_provider, stub_settings
 
-from invdn import imageio
+from invdn import imageio, registry
 from service.app import create_app
 from service.config import Settings
 
@@ -267,3 +267,17 @@ def test_tile_overlap_unset_or_blank_means_each_models_own(monkeypatch):
     monkeypatch.setenv("INVDN_TILE_OVERLAP", "-1")
     with pytest.raises(ValueError):
         Settings()
+
+
+def test_default_limits_follow_from_the_measured_speed():
+    from service import capacity
+
+    settings = Settings()
+    slowest = max(capacity.MEASURED_SECONDS_PER_MEGAPIXEL.values())
+    every_model = sum(capacity.MEASURED_SECONDS_PER_MEGAPIXEL.values())
+    # the slowest model answers the largest synchronous image within SYNC_SECONDS, and not 0.1 MP more
+    assert settings.sync_max_pixels / 1e6 * slowest <= capacity.SYNC_SECONDS
+    assert (settings.sync_max_pixels + 100_000) / 1e6 * slowest > capacity.SYNC_SECONDS
+    assert settings.compare_max_pixels / 1e6 * every_model <= capacity.SYNC_SECONDS
+    assert settings.queue_pixels / 1e6 * slowest <= capacity.QUEUE_SECONDS
+    assert set(capacity.MEASURED_SECONDS_PER_MEGAPIXEL) <= set(registry.names())
