@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # One-shot GPU training of InvDN and DANet-R on the same data, noise, batch, patch and number of steps.
+# For training one registry model in resumable pieces of <= 10 minutes (sharded checkpoints under 16 MiB, data and
+# noise on the device, bf16, channels-last, optional torch.compile, auto batch), use scripts/train_gpu.py.
 #
 # Usage: bash scripts/train-gpu.sh DEVICE STEPS BUDGET_S WORKERS OUTDIR
 #   STEPS: steps for both models, or "auto": time 40 InvDN steps first and size the run so that InvDN (the slower
