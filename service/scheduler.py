@@ -7,8 +7,9 @@ task's result. The scheduler picks, for each free worker, the waiting task that 
 nor given unbounded priority). Between two tiles a task can be cancelled (client gone, job deleted): its remaining
 tiles never run.
 
-Synchronous requests are admitted at most `workers + queue_size` at once and while the pixels they still have to
-denoise stay within `queue_pixels` (503 with Retry-After beyond either); jobs are bounded by the job store.
+Synchronous requests are admitted (`admitted`, from before decoding to after encoding) at most `workers +
+queue_size` at once and while their pixels stay within `queue_pixels` (503 with Retry-After beyond either); jobs
+are bounded by the job store.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ import asyncio
 import itertools
 import threading
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import Future
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -45,7 +47,7 @@ class Task(Generic[T]):
 
     work: Work[T]
     kind: str  # "sync" (a waiting HTTP request) or "job"
-    pixels: int  # pixels admitted against the queue budget (sync only)
+    pixels: int  # pixels of the image(s)
     future: Future[T] = field(default_factory=Future)
     served: float = 0.0  # pixels denoised so far, on the scheduler's virtual clock
     sequence: int = 0  # arrival order, the tie-break
@@ -123,17 +125,29 @@ class TileScheduler:
         if self._sync_count >= self.capacity or (self._sync_count and self._sync_pixels >= self.queue_pixels):
             raise self._overloaded()
 
-    def submit(self, work: Work[T], kind: str = "sync", pixels: int = 0) -> Task[T]:
-        """Queues `work`; a sync task is admitted only within the queue's count and pixel budget (else 503)."""
-        task: Task[T] = Task(work, kind, pixels if kind == "sync" else 0)
+    @contextmanager
+    def admitted(self, pixels: int) -> Iterator[None]:
+        """Holds a synchronous request's place (decoding, tiles and encoding) within the queue's count and pixel
+        budget; raises Overloaded (503 with Retry-After) when there is none."""
         with self._condition:
-            if kind == "sync":
-                over_pixels = self._sync_count > 0 and self._sync_pixels + pixels > self.queue_pixels
-                if self._sync_count >= self.capacity or over_pixels:
-                    work.close()
-                    raise self._overloaded()
-                self._sync_count += 1
-                self._sync_pixels += task.pixels
+            over_pixels = self._sync_count > 0 and self._sync_pixels + pixels > self.queue_pixels
+            if self._sync_count >= self.capacity or over_pixels:
+                raise self._overloaded()
+            self._sync_count += 1
+            self._sync_pixels += pixels
+        self._changed()
+        try:
+            yield
+        finally:
+            with self._condition:
+                self._sync_count -= 1
+                self._sync_pixels -= pixels
+            self._changed()
+
+    def submit(self, work: Work[T], kind: str = "sync", pixels: int = 0) -> Task[T]:
+        """Queues `work` (a sync request's place is held by `admitted`)."""
+        task: Task[T] = Task(work, kind, pixels)
+        with self._condition:
             task.sequence = next(self._sequence)
             task.served = self._clock
             self._active.add(task)
@@ -201,9 +215,6 @@ class TileScheduler:
         task.running = False
         task.finished = True
         self._active.discard(task)
-        if task.kind == "sync":
-            self._sync_count -= 1
-            self._sync_pixels -= task.pixels
 
     def _count_cancel(self, task: Task[Any], reason: str) -> None:
         if self.metrics is not None:

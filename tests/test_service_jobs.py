@@ -296,3 +296,24 @@ def test_method_not_allowed_lists_every_method_of_the_path():
         response = client.request("OPTIONS", "/v1/jobs/" + "0" * 32)
         assert response.status_code == 405 and response.json()["code"] == "method_not_allowed"
         assert set(response.headers["allow"].split(", ")) == {"GET", "DELETE"}
+
+
+def test_synchronous_work_is_admitted_within_the_pixel_budget():
+    stubs = make_stubs()
+    with service_client(stubs, queue_pixels=15_000, queue_size=8, retry_after_s=4) as (client, _):
+        gate = threading.Event()
+        stubs["invdn"].gate = gate
+        png = encode(noisy_image(100, 100))  # 10,000 pixels
+        answers: list[int] = []
+        first = threading.Thread(
+            target=lambda: answers.append(client.post("/v1/denoise", files=upload(png)).status_code)
+        )
+        first.start()
+        wait_until(lambda: client.app.state.scheduler.depth == 1)
+        refused = client.post("/v1/denoise", files=upload(png))  # 20,000 pixels would be over 15,000
+        assert refused.status_code == 503 and refused.headers["retry-after"] == "4"
+        assert refused.json()["code"] == "overloaded"
+        gate.set()
+        first.join(timeout=10)
+        assert answers == [200]
+        assert client.post("/v1/denoise", files=upload(png)).status_code == 200

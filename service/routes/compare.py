@@ -44,8 +44,8 @@ async def compare(
         check_image(clean, settings.allowed_formats, settings.compare_max_pixels)
     served = models.all()
     options = CompareOptions(sigma=sigma, noise=noise, seed=seed, samples=samples)
-    scheduler.ensure_room()
-    prepared = await asyncio.to_thread(prepare_compare, data, clean, options, settings.compare_max_pixels)
-    work = compare_tiles(served, prepared, options, settings.schedule_tile, metrics)
-    outputs = await scheduler.run(work, header.pixels * len(served), client_gone)
-    return await asyncio.to_thread(compare_result, served, prepared, outputs, options)
+    with scheduler.admitted(header.pixels * len(served)):
+        prepared = await asyncio.to_thread(prepare_compare, data, clean, options, settings.compare_max_pixels)
+        work = compare_tiles(served, prepared, options, settings.schedule_tile, metrics)
+        outputs = await scheduler.run(work, header.pixels * len(served), client_gone)
+        return await asyncio.to_thread(compare_result, served, prepared, outputs, options)

@@ -63,13 +63,13 @@ async def denoise(
         )
     loaded = models.get(model)
     options = DenoiseOptions(samples=samples, ensemble=ensemble, seed=seed, format=format)
-    scheduler.ensure_room()
-    image = await asyncio.to_thread(decode, data, settings.max_pixels)
-    del data
-    check_output_format(image, format)
-    work = denoise_tiles(loaded, image.pixels, options, settings.schedule_tile, metrics)
-    denoised = await scheduler.run(work, header.pixels, client_gone)
-    out = await asyncio.to_thread(encode_output, image, denoised, format)
+    with scheduler.admitted(header.pixels):
+        image = await asyncio.to_thread(decode, data, settings.max_pixels)
+        del data
+        check_output_format(image, format)
+        work = denoise_tiles(loaded, image.pixels, options, settings.schedule_tile, metrics)
+        denoised = await scheduler.run(work, header.pixels, client_gone)
+        out = await asyncio.to_thread(encode_output, image, denoised, format)
     headers = {
         "X-Model": loaded.name,
         "X-Parameters": str(loaded.parameters),
