@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
 
+from service.errors import InvalidOptions
 from service.uploads import InMemoryFormRequest
 
 
@@ -23,7 +24,13 @@ class UploadRoute(APIRoute):
             state = request.app.state
             state.models.ensure_ready()
             self.ensure_room(state)
-            return await handler(InMemoryFormRequest(request.scope, request.receive))
+            in_memory = InMemoryFormRequest(request.scope, request.receive)
+            if in_memory.headers.get("content-type", "").lower().startswith("multipart/form-data"):
+                form = await in_memory.form()
+                empty = sorted({name for name, value in form.multi_items() if value == ""})
+                if empty:  # FastAPI would quietly take the default; an empty value is a mistake, say so
+                    raise InvalidOptions(f"{', '.join(empty)}: empty value; leave a field out to get its default")
+            return await handler(in_memory)
 
         return upload_handler
 

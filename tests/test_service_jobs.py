@@ -317,3 +317,12 @@ def test_synchronous_work_is_admitted_within_the_pixel_budget():
         first.join(timeout=10)
         assert answers == [200]
         assert client.post("/v1/denoise", files=upload(png)).status_code == 200
+
+
+def test_an_empty_form_field_is_an_error_not_the_default():
+    with service_client() as (client, _):
+        png = encode(noisy_image(16, 16))
+        for path in ("/v1/denoise", "/v1/jobs", "/v1/compare"):
+            response = client.post(path, files=upload(png), data={"format" if path != "/v1/compare" else "noise": ""})
+            assert response.status_code == 422, path
+            assert response.json()["code"] == "invalid_request" and "empty value" in response.json()["detail"]
