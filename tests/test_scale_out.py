@@ -237,3 +237,22 @@ def test_ray_writes_the_local_cli_bytes_and_reports_failures(
     assert all((uri_out / rel).read_bytes() == (local / rel).read_bytes() for rel in good)
     again = denoise_on_ray([source.as_uri()], uri_out.as_uri(), settings=ModelSettings(weights=weights), seed=5)
     assert again == {"done": 0, "skipped": 28, "failed": 2}
+
+
+def test_compose_replicas_sit_behind_a_proxy_that_routes_on_readiness() -> None:
+    """compose.yaml's replicas are exactly the proxy's servers, and every backend probes /health/ready."""
+    yaml = pytest.importorskip("yaml")
+    services = yaml.safe_load((ROOT / "compose.yaml").read_text())["services"]
+    replicas = sorted(name for name, service in services.items() if service.get("image") == "invdn")
+    assert len(replicas) == 2
+    assert services["proxy"]["volumes"][0].startswith("./deploy/haproxy.cfg:")
+    config = (ROOT / "deploy" / "haproxy.cfg").read_text()
+    backends = config.split("\nbackend ")[1:]
+    assert len(backends) == 2
+    for block in backends:
+        assert "option httpchk GET /health/ready" in block and "http-check expect status 200" in block
+        servers = sorted(line.split()[1] for line in block.splitlines() if line.strip().startswith("server "))
+        assert servers == replicas
+    if shutil.which("haproxy"):
+        checked = subprocess.run(["haproxy", "-c", "-f", str(ROOT / "deploy" / "haproxy.cfg")], capture_output=True)
+        assert checked.returncode == 0, checked.stderr
