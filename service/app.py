@@ -83,7 +83,12 @@ def create_app(settings: Settings | None = None, model_provider: ModelProvider |
     app.state.metrics = metrics
     app.state.models = ModelStore(settings, model_provider or shipped_model_provider(settings))
     app.state.scheduler = TileScheduler(
-        settings.inference_workers, settings.queue_size, settings.queue_pixels, settings.retry_after_s, metrics
+        settings.inference_workers,
+        settings.queue_size,
+        settings.queue_pixels,
+        settings.retry_after_s,
+        metrics,
+        job_every=settings.job_every,
     )
     app.state.jobs = JobStore(settings.max_jobs, settings.job_ttl_s, settings.retry_after_s, metrics)
     metrics.queue_capacity.set(app.state.scheduler.capacity)

@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     queue_pixels: int = Field(default=capacity.QUEUE_PIXELS, gt=0)
     # Largest tile side one scheduling step runs: a new request waits at most one such tile for a busy worker.
     schedule_tile: int = Field(default=capacity.SCHEDULE_TILE, ge=64)
+    # Synchronous tiles run in a row, at most, while a job waits: clients waiting for an answer go first, and a job
+    # still gets at least 1 tile in job_every + 1.
+    job_every: int = Field(default=4, ge=1)
     # Asynchronous jobs held at once, running or finished (503 with Retry-After beyond it).
     max_jobs: int = Field(default=8, ge=1)
     # Seconds a finished, failed or cancelled job (and its result) is kept before it expires.

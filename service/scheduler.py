@@ -2,10 +2,11 @@
 tiles of all requests interleaved, so a small image is never stuck behind a big one.
 
 A task is a generator: each `next()` runs one tile and yields the pixels it processed; its return value is the
-task's result. The scheduler picks, for each free worker, the waiting task that has been served the fewest pixels
-(a virtual clock: a new task starts at the service level of the tasks already running, so it is neither starved
-nor given unbounded priority). Between two tiles a task can be cancelled (client gone, job deleted): its remaining
-tiles never run.
+task's result. Two classes share the workers: synchronous requests (a client is waiting) go first, but while jobs
+wait, at most `job_every` synchronous tiles run in a row before a job tile, so a job always progresses. Within a
+class, the scheduler picks the waiting task that has been served the fewest pixels (a virtual clock: a new task
+starts at the service level of the last one picked, so it is neither starved nor given unbounded priority).
+Between two tiles a task can be cancelled (client gone, job deleted): its remaining tiles never run.
 
 Synchronous requests are admitted (`admitted`, from before decoding to after encoding) at most `workers +
 queue_size` at once and while their pixels stay within `queue_pixels` (503 with Retry-After beyond either); jobs
@@ -76,8 +77,10 @@ class TileScheduler:
         queue_pixels: int,
         retry_after_s: int,
         metrics: ServiceMetrics | None = None,
+        job_every: int = 4,
     ) -> None:
         self.capacity = workers + queue_size
+        self.job_every = job_every
         self.queue_pixels = queue_pixels
         self.retry_after_s = retry_after_s
         self.metrics = metrics
@@ -85,7 +88,8 @@ class TileScheduler:
         self._active: set[Task[Any]] = set()  # every task not finished (waiting or running)
         self._sync_count = 0
         self._sync_pixels = 0
-        self._clock = 0.0  # virtual time: the service level of the last task picked
+        self._clock: dict[str, float] = {}  # virtual time of each class: the service level of its last task picked
+        self._sync_streak = 0  # synchronous tiles started in a row while a job was waiting
         self._sequence = itertools.count()
         self._condition = threading.Condition()
         self._stopping = False
@@ -149,7 +153,7 @@ class TileScheduler:
         task: Task[T] = Task(work, kind, pixels)
         with self._condition:
             task.sequence = next(self._sequence)
-            task.served = self._clock
+            task.served = self._clock.get(kind, 0.0)
             self._active.add(task)
             self._ready.append(task)
             self._condition.notify()
@@ -202,12 +206,21 @@ class TileScheduler:
     # ---------- workers ----------
 
     def _pick(self) -> Task[Any] | None:
+        """The next task to run a tile of (under the lock), or None when none waits."""
         if not self._ready:
             return None
-        task = min(self._ready, key=lambda t: (t.served, t.sequence))
+        sync = [task for task in self._ready if task.kind == "sync"]
+        jobs = [task for task in self._ready if task.kind != "sync"]
+        if sync and (not jobs or self._sync_streak < self.job_every):
+            candidates = sync
+            self._sync_streak = self._sync_streak + 1 if jobs else 0
+        else:
+            candidates = jobs
+            self._sync_streak = 0
+        task = min(candidates, key=lambda t: (t.served, t.sequence))
         self._ready.remove(task)
         task.running = True
-        self._clock = max(self._clock, task.served)
+        self._clock[task.kind] = max(self._clock.get(task.kind, 0.0), task.served)
         return task
 
     def _finish(self, task: Task[Any]) -> None:
