@@ -636,7 +636,7 @@ def _overlap_help() -> str:
     default=registry.DEFAULT,
     help="Denoiser: "
     + "; ".join(
-        f"{spec.name} ({', '.join(spec.aliases) + ': ' if spec.aliases else ''}{spec.label})"
+        f"{spec.name} = {spec.label}" + (f" (alias {', '.join(spec.aliases)})" if spec.aliases else "")
         for spec in registry.MODELS
     )
     + ".",
