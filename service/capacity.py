@@ -4,8 +4,8 @@ The figures below were produced by `python benchmarks/load_service.py --fairness
 --size 256 --json` with training paused (its "speed" section, benchmarks/load_service_runs/fairness-5.json): the
 server's own model time per megapixel of each registry model on a 1024x1024 image run as a job through the tile
 scheduler at its default tile (256) and settings (1 inference worker, 2 torch threads), on a 2-core machine where
-torch.backends.cpu.get_cpu_capability() is AVX512. The slowest model sets the synchronous limits, so that every model meets them; a comparison runs every
-model, so its limit follows from their sum.
+torch.backends.cpu.get_cpu_capability() is AVX512. The slowest model sets the synchronous limits, so that every
+model meets them; a comparison runs every model, so its limit follows from their sum.
 """
 
 from __future__ import annotations

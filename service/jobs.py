@@ -4,12 +4,14 @@
 from __future__ import annotations
 
 import base64
+import io
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 
 from invdn import imageio
 from invdn.metrics import psnr, quantize8, ssim
@@ -223,18 +225,10 @@ def _score(output: np.ndarray, reference: np.ndarray | None) -> tuple[float | No
 
 
 def _png_base64(image: np.ndarray) -> str:
-    return base64_text(imageio_png(image))
-
-
-def imageio_png(image: np.ndarray) -> bytes:
-    """An (H, W, 3) uint8 image as PNG bytes."""
-    import io
-
-    from PIL import Image
-
+    """An (H, W, 3) uint8 image as base64 PNG."""
     buffer = io.BytesIO()
     Image.fromarray(image).save(buffer, format="PNG")
-    return buffer.getvalue()
+    return base64_text(buffer.getvalue())
 
 
 def compare_result(
