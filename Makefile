@@ -26,6 +26,7 @@ test: $(STAMP)
 	$(VENV)/bin/python -m pytest
 
 test-slow: $(STAMP)
+	$(PY) -m pip install -q -e ".[dev,ray]"  # the Ray tests are slow ones
 	$(VENV)/bin/python -m pytest -m slow
 
 clean:
