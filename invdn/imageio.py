@@ -43,8 +43,22 @@ TEMP_SUFFIX = ".invdn-tmp"  # temporary files of `write_image_atomic` end with t
 
 _EXIF_ORIENTATION = 0x0112
 _FORMATS_WITHOUT_ALPHA = ("JPEG",)
-_UMASK = os.umask(0)
-os.umask(_UMASK)
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it (Linux: /proc/self/status); elsewhere the set-and-restore
+    idiom, which briefly changes it for every thread, so only there."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
 # tifffile (the fallback for TIFF layouts Pillow cannot open) logs about damaged files we report ourselves.
 logging.getLogger("tifffile").addHandler(logging.NullHandler())
 
@@ -565,7 +579,7 @@ def write_image_atomic(path: str | os.PathLike[str], data: bytes, overwrite: boo
             stream.write(data)
             stream.flush()
             os.fsync(stream.fileno())
-        os.chmod(temp_name, 0o666 & ~_UMASK)
+        os.chmod(temp_name, 0o666 & ~current_umask())
         if overwrite:
             os.replace(temp_name, target)
         else:

@@ -273,3 +273,16 @@ def test_write_image_atomic_never_clobbers(tmp_path: Path) -> None:
     write_image_atomic(target, b"third", overwrite=True)
     assert target.read_bytes() == b"third"
     assert sorted(p.name for p in target.parent.iterdir()) == ["out.png"]  # no temporary file left
+
+
+def test_umask_is_read_without_being_changed():
+    import os
+
+    from invdn.imageio import current_umask
+
+    old = os.umask(0o027)
+    try:
+        assert current_umask() == 0o027
+        assert os.umask(0o027) == 0o027  # still the same: nothing changed it
+    finally:
+        os.umask(old)
