@@ -12,11 +12,6 @@ Channels split into x1 (the first `split`) and x2 (the rest):
 F, G and H come from an injected `subnet_constructor(c_in, c_out)`.
 
 Fast paths (used while `block.fast` is True, which `InvDN` sets from `InvDNConfig.fast`; same mathematics):
-- G and H both read y1; with `fuse_gh` (off by default) and "resnet" subnets they run as one network in training:
-  their first convolutions as one convolution with 2 x hidden outputs, their second as one grouped convolution
-  (groups=2), built from the existing parameters by `torch.cat` in the graph, so gradients reach the original
-  parameters. On CPU this measured slower than two networks (oneDNN's grouped kernel is ~10% slower than two
-  plain ones), hence off.
 - `fast_forward` / `fast_inverse` (inference, no autograd) work on the split state (x1, x2) kept channels-last
   between blocks, so no per-block concatenation or slicing of the state; LeakyReLUs and the additions
   `x1 + F(.)`, `G(.) + x2 * exp(s)`, `x2 - G(.)` run inside the convolution kernels (`invdn.kernels.conv`), with
@@ -28,7 +23,6 @@ Fast paths (used while `block.fast` is True, which `InvDN` sets from `InvDNConfi
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from invdn import kernels
@@ -41,10 +35,6 @@ TAPS_MAX_OUT = 4
 
 
 class AffineCoupling(InvertibleModule):
-    # Run G and H as one network in training (first layers as one convolution, second layers as one grouped
-    # convolution). Off by default: on CPU (oneDNN) it measured 3-10% slower per training step than two networks.
-    fuse_gh: bool = False
-
     def __init__(self, channels: int, split: int, subnet_constructor: SubnetConstructor, clamp: float = 1.0):
         super().__init__()
         if not 0 < split < channels:
@@ -66,21 +56,13 @@ class AffineCoupling(InvertibleModule):
         return self.fast and all(isinstance(net, ResNetSubnet) for net in (self.F, self.G, self.H))
 
     def scale_and_shift(self, y1: Tensor) -> tuple[Tensor, Tensor]:
-        """(s, G(y1)) with s = log_scale(y1); G and H run as one fused network when possible (autograd-safe)."""
-        if not (self.fusable and self.fuse_gh):
-            return self.log_scale(y1), self.G(y1)
-        g, h = self.G, self.H
-        hidden = g.conv2.out_channels
-        w1 = torch.cat([g.conv1.weight, h.conv1.weight])  # (2*hidden, split1, 3, 3)
-        b1 = torch.cat([g.conv1.bias, h.conv1.bias])
-        w2 = torch.cat([g.conv2.weight, h.conv2.weight])  # (2*hidden, hidden, 3, 3), groups=2
-        b2 = torch.cat([g.conv2.bias, h.conv2.bias])
-        slope = g.act.negative_slope
-        hid = F.leaky_relu_(F.conv2d(y1, w1, b1, padding=1), slope)
-        hid = F.leaky_relu_(F.conv2d(hid, w2, b2, padding=1, groups=2), slope)
-        shift = g.conv3(torch.cat([y1, hid[:, :hidden]], dim=1))
-        raw_scale = h.conv3(torch.cat([y1, hid[:, hidden:]], dim=1))
-        return self.clamp * torch.tanh(0.5 * raw_scale), shift
+        """(s, G(y1)) with s = log_scale(y1).
+
+        G and H stay two networks in training too: run as one (first layers as one convolution, second layers
+        grouped) they measured 3-10 % slower per step on CPU (oneDNN's grouped kernel is ~10 % slower than two
+        plain ones), so that variant was removed.
+        """
+        return self.log_scale(y1), self.G(y1)
 
     # ---- inference kernels (no autograd) on the split, channels-last state ----
 
