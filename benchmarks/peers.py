@@ -213,6 +213,7 @@ def evaluate_peers(
         config = EvalConfig(
             pairs=list(pairs),
             limit=limit,
+            clip8=True,  # the report's header: real pairs are 8-bit files (pairs are never re-noised)
             bm3d=bm3d,
             bm3d_sweep=bm3d_sweep if bm3d_sweep is not None else [5.0, 10.0, 15.0, 20.0, 25.0, 30.0],
             grey="on" if grey else "off",
