@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from PIL import Image
 from torch import nn
 
+from invdn import registry
 from invdn.evaluation import (
     EvalConfig,
     describe_model,
@@ -25,11 +26,13 @@ from invdn.evaluation import (
 )
 from invdn.noise import seed_from
 
+LABEL = registry.get(registry.DEFAULT).label
+
 
 class IdentityDenoiser(nn.Module):
     """Stub denoiser: returns its input; records every input it sees."""
 
-    model_type = "invdn"
+    model_type = "invdn-lc"  # the registry's default model: its label names the rows
     pretrained = True
 
     def __init__(self) -> None:
@@ -128,7 +131,7 @@ def test_grey_folder_replicates_channels_and_scores_one(tmp_path: Path) -> None:
     x = model.seen[-1]
     assert x.shape[1] == 3 and torch.equal(x[:, 0], x[:, 1]) and torch.equal(x[:, 0], x[:, 2])
     noisy = [s.psnr for s in results.scores if s.method == "Noisy input"]
-    ident = [s.psnr for s in results.scores if s.method == "InvDN"]
+    ident = [s.psnr for s in results.scores if s.method == LABEL]
     assert noisy == pytest.approx(ident)
 
 
@@ -140,7 +143,7 @@ def test_outputs_written_and_quoted_rows_marked(tmp_path: Path) -> None:
     written = write_outputs(results, tmp_path / "out")
     with open(written["csv"], newline="") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 6 and {r["method"] for r in rows} == {"Noisy input", "InvDN"}
+    assert len(rows) == 6 and {r["method"] for r in rows} == {"Noisy input", LABEL}
     summary = json.loads(written["json"].read_text())
     noisy_row = next(r for r in summary["rows"] if r["method"] == "Noisy input")
     assert noisy_row["psnr"] == pytest.approx(np.mean([float(r["psnr"]) for r in rows[::2]]), abs=1e-3)
@@ -152,7 +155,7 @@ def test_outputs_written_and_quoted_rows_marked(tmp_path: Path) -> None:
     assert "31.24" not in measured and "(quoted)" not in measured
     assert "σ=15" not in quoted  # only the evaluated sigmas
     assert written["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "| InvDN | 12 |" in md  # the stub's parameter count in the model table
+    assert f"| {LABEL} | 12 |" in md  # the stub's parameter count in the model table
 
 
 def test_unquoted_dataset_has_no_quoted_table(tmp_path: Path) -> None:
@@ -177,7 +180,7 @@ def test_real_pairs_with_bm3d_estimated_and_tuned_rows(tmp_path: Path) -> None:
     tuned = [m for m in methods if "tuned on test set" in m]
     assert len(tuned) == 1 and "CBM3D (σ estimated per image)" in methods
     assert methods[tuned[0]].psnr > methods["Noisy input"].psnr
-    assert methods["InvDN"].psnr == pytest.approx(methods["Noisy input"].psnr)
+    assert methods[LABEL].psnr == pytest.approx(methods["Noisy input"].psnr)
     assert results.datasets["pairs"]["kind"] == "pairs"
 
 
