@@ -44,3 +44,37 @@ def test_a_run_that_stops_early_still_reports_what_finished():
     summary = reporter.close()
     assert [json.loads(line)["input"] for line in report.getvalue().splitlines()] == ["in/1.png"]
     assert summary.startswith("done 1, skipped 0, failed 0")
+
+
+def test_per_file_seconds_leave_out_the_wait_behind_other_files(tmp_path):
+    """Files decode ahead while another is denoised; each file's seconds count its own work, not that wait."""
+    import time
+
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from invdn.commands.denoise import run_jobs
+    from invdn.inference import Denoiser
+    from invdn.pipeline import Options
+
+    class SlowIdentity(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.zeros(1))
+
+        def denoise(self, x: torch.Tensor, ensemble: bool = False) -> torch.Tensor:
+            time.sleep(0.4)
+            return x
+
+    jobs = []
+    for index in range(4):
+        source = tmp_path / f"{index}.png"
+        Image.fromarray(np.full((16, 16, 3), 40 * index, np.uint8)).save(source)
+        jobs.append(Job(source=source, target=tmp_path / f"out{index}.png", fmt="png"))
+    reporter = Reporter(len(jobs), 0.0, io.StringIO(), quiet=True, order=jobs)
+    options = Options(overwrite=False, quality=95, samples=1, ensemble=False, seed=0, max_pixels=None)
+    assert run_jobs(jobs, Denoiser(SlowIdentity(), device="cpu"), options, reporter, workers=2, fail_fast=False)
+    assert all(job.status == "done" for job in jobs)
+    # every file waited ~0.4 s per file ahead of it; its own work is one 0.4 s denoise plus milliseconds of I/O
+    assert all(0.4 <= job.seconds < 0.75 for job in jobs), [job.seconds for job in jobs]

@@ -14,17 +14,20 @@ import re
 import sys
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, TypeVar
 
 import click
 
 from invdn import registry
 from invdn.pipeline import Options, SetupError, decode, denoise_pixels, encode, failure_reason, load_denoiser
 from invdn.shard import parse_shard, take_shard
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     import numpy as np
@@ -429,7 +432,6 @@ def run_jobs(
         except Exception as exc:  # any failure of one file is reported, not fatal to the run
             job.status, job.reason = "failed", failure_reason(exc)
             stopped = stopped or fail_fast
-        job.seconds += time.perf_counter() - started
         reporter.record(job, progressed)
 
     def in_flight() -> float:
@@ -444,7 +446,8 @@ def run_jobs(
                     if load > 0 and load + queue[0].megapixels > IN_FLIGHT_MEGAPIXELS:
                         break
                     job = queue.popleft()
-                    pending_decodes.append((job, pool.submit(_decode, job, options), time.perf_counter()))
+                    decoding = pool.submit(_timed, job, _decode, job, options)
+                    pending_decodes.append((job, decoding, time.perf_counter()))
                 if not pending_decodes:  # memory is held by images being written: wait for the oldest
                     finish_write(*pending_writes.popleft())
                     continue
@@ -453,7 +456,6 @@ def run_jobs(
                     image = decoding.result()
                 except Exception as exc:  # a broken file: report it and go on
                     job.status, job.reason = "failed", failure_reason(exc)
-                    job.seconds = time.perf_counter() - started
                     reporter.record(job)
                     stopped = fail_fast
                     continue
@@ -471,10 +473,9 @@ def run_jobs(
                     reporter.advance(job, step, done / total)
 
                 try:
-                    result = denoise_pixels(denoiser, image, options, progress=on_tile)
+                    result = _timed(job, denoise_pixels, denoiser, image, options, progress=on_tile)
                 except (RuntimeError, ValueError, MemoryError) as exc:
                     job.status, job.reason = "failed", failure_reason(exc)
-                    job.seconds = time.perf_counter() - started
                     reporter.record(job, shown[0])
                     stopped = fail_fast
                     continue
@@ -482,7 +483,7 @@ def run_jobs(
                 del result
                 while len(pending_writes) >= ahead:
                     finish_write(*pending_writes.popleft())
-                writing = pool.submit(_encode_and_write, job, image, image.pixels, options)
+                writing = pool.submit(_timed, job, _encode_and_write, job, image, image.pixels, options)
                 pending_writes.append((job, writing, started, shown[0]))
                 del image
                 while pending_writes and pending_writes[0][1].done():
@@ -493,6 +494,15 @@ def run_jobs(
             while pending_writes:
                 finish_write(*pending_writes.popleft())
     return not stopped
+
+
+def _timed(job: Job, fn: Callable[..., T], *args: object, **kwargs: object) -> T:
+    """fn(*args, **kwargs), its own running time added to `job.seconds` (not the time the job waited its turn)."""
+    start = time.perf_counter()
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        job.seconds += time.perf_counter() - start
 
 
 def _load_denoiser(
