@@ -34,6 +34,11 @@ from invdn.subnets import ResNetSubnet, SubnetConstructor
 TAPS_MAX_OUT = 4
 
 
+def _at_least_float32(t: Tensor) -> Tensor:
+    """bf16/fp16 (autocast outputs) as float32; float32 and float64 unchanged."""
+    return t.float() if t.dtype in (torch.bfloat16, torch.float16) else t
+
+
 class AffineCoupling(InvertibleModule):
     def __init__(self, channels: int, split: int, subnet_constructor: SubnetConstructor, clamp: float = 1.0):
         super().__init__()
@@ -48,7 +53,11 @@ class AffineCoupling(InvertibleModule):
         self._inference_weights = kernels.WeightCache()
 
     def log_scale(self, y1: Tensor) -> Tensor:
-        return self.clamp * torch.tanh(0.5 * self.H(y1))  # == clamp * (2 * sigmoid(H) - 1)
+        """clamp * tanh(H(y1) / 2) (== clamp * (2 * sigmoid(H) - 1)), in float32 even under bf16 autocast: the
+        scale multiplies the float32 state, and bf16's 8-bit mantissa there would make the inverse inexact."""
+        raw = self.H(y1)
+        with torch.autocast(y1.device.type, enabled=False):
+            return self.clamp * torch.tanh(0.5 * _at_least_float32(raw))
 
     @property
     def fusable(self) -> bool:
@@ -62,7 +71,7 @@ class AffineCoupling(InvertibleModule):
         grouped) they measured 3-10 % slower per step on CPU (oneDNN's grouped kernel is ~10 % slower than two
         plain ones), so that variant was removed.
         """
-        return self.log_scale(y1), self.G(y1)
+        return self.log_scale(y1), _at_least_float32(self.G(y1))  # the shift in float32 too (see log_scale)
 
     # ---- inference kernels (no autograd) on the split, channels-last state ----
 

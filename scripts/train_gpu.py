@@ -33,8 +33,9 @@ rotates its batch there with one gather, and synthesises the noise there (``invd
 device generator; the camera model's JPEG round trips go through the host). The batch of step k is a pure
 function of (seed, k), so a resumed run sees the batches the uninterrupted run would have seen (bit-exact on
 CPU; on CUDA up to the non-determinism of its kernels). bf16 autocast (default on CUDA): the tasks compute their
-losses in float32, and forward hooks cast the affine couplings' scale and shift networks' outputs to float32, so
-the scale (tanh, exp) and the coupling arithmetic run in float32. Channels-last memory format (default on CUDA).
+losses in float32, and the affine couplings compute their scale and shift in float32 themselves
+(``invdn.coupling``), so the scale (tanh, exp) and the coupling arithmetic run in float32. Channels-last memory
+format (default on CUDA).
 ``--compile`` compiles the convolutional sub-networks (``nn.Module.compile``, state-dict keys unchanged).
 ``--batch auto`` measures the peak memory of one step at batch 8 on a throw-away copy of the model and picks the
 largest multiple of 8 that keeps a step under 70 % of the free device memory (at most ``--max-batch``); the batch
@@ -267,19 +268,6 @@ class DeviceImages:
 
 
 # ----------------------------------------------------------------------------- the model
-def _float32_couplings(model: nn.Module) -> int:
-    """Cast the outputs of every affine coupling's G and H sub-networks to float32 (scale and shift arithmetic)."""
-    from invdn.coupling import AffineCoupling
-
-    count = 0
-    for m in model.modules():
-        if isinstance(m, AffineCoupling):
-            for sub in (m.G, m.H):
-                sub.register_forward_hook(lambda _m, _i, out: out.float())
-                count += 1
-    return count
-
-
 def _compile(model: nn.Module) -> int:
     units = [m for m in model.modules() if type(m).__name__ in COMPILE_UNITS]
     top = [m for m in units if not any(m is not u and any(m is c for c in u.modules()) for u in units)]
@@ -293,8 +281,6 @@ def build_task(args: argparse.Namespace, device: torch.device):
     torch.manual_seed(seed_from(args.seed, "init"))
     task = registry.get(args.model).task(cfg, None, device)
     for module in task.modules.values():
-        if args.bf16:
-            _float32_couplings(module)
         if args.channels_last:
             module.to(memory_format=torch.channels_last)
         module.train()

@@ -154,7 +154,7 @@ def test_device_batches_are_seeded_patches(tg, data: Path) -> None:
         assert found
 
 
-def test_bf16_couplings_keep_float32_scale_and_shift(tg) -> None:
+def test_bf16_couplings_keep_float32_scale_and_shift() -> None:
     from invdn.coupling import AffineCoupling
     from invdn.latent_clean import InvDNLC
 
@@ -162,8 +162,7 @@ def test_bf16_couplings_keep_float32_scale_and_shift(tg) -> None:
     coupling = next(m for m in model.modules() if isinstance(m, AffineCoupling))
     x = torch.rand(1, coupling.split1 + coupling.split2, 8, 8)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert coupling.log_scale(x[:, : coupling.split1]).dtype == torch.bfloat16  # without the hooks
-        assert tg._float32_couplings(model) == 2 * sum(isinstance(m, AffineCoupling) for m in model.modules())
+        assert coupling.H(x[:, : coupling.split1]).dtype == torch.bfloat16  # the subnets do run in bf16
         s, g = coupling.scale_and_shift(x[:, : coupling.split1])
         y, _ = coupling(x)
     assert s.dtype == g.dtype == y.dtype == torch.float32

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -167,6 +168,12 @@ def evaluate(
             make_noise(spec)
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--noise") from None
+        if re.search(r"(^|:)gr[ae]y(:|$|=)", spec):
+            raise click.BadParameter(
+                f"{spec!r}: a grey noise spec would score a grey noisy image against a colour reference; "
+                "evaluate a grey dataset with --grey and a colour noise spec instead",
+                param_hint="--noise",
+            )
     weight_paths = _parse_weights(weights)
     names = list(dict.fromkeys(registry.get(m).name for m in models)) or registry.names()
     names += [n for n in weight_paths if n not in names]
