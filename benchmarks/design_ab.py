@@ -49,12 +49,12 @@ def _invdn_task(**config):
     return make
 
 
-def _lc_task(**config):
+def _lc_task(latent_weight: float = 1.0, **config):
     def make():
         from invdn.latent_clean import InvDNLCConfig
         from invdn.latent_clean_training import InvDNLCTask
 
-        return InvDNLCTask(InvDNLCConfig(**config), lr=2e-4)
+        return InvDNLCTask(InvDNLCConfig(**config), lr=2e-4, latent_weight=latent_weight)
 
     return make
 
@@ -72,6 +72,7 @@ CANDIDATES: dict[str, tuple[str, Callable[[], object]]] = {
     "invdn-z0": ("InvDN paper architecture, decode with z = 0", _invdn_task(latent="zero")),
     "invdn-1level": ("InvDN, 1 Haar level x 8 couplings, random z", _invdn_task(levels=1)),
     "invdn-lc": ("InvDN-LC: 2 levels x 1 coupling + latent cleaner (6 res blocks, 128 wide)", _lc_task()),
+    "invdn-lc-rec": ("InvDN-LC trained by the reconstruction loss alone (no latent term)", _lc_task(latent_weight=0.0)),
     "danet-r": ("DANet-R (reference), L1", _danet_task),
 }
 
