@@ -71,7 +71,10 @@ CANDIDATES: dict[str, tuple[str, Callable[[], object]]] = {
     "invdn-paper": ("InvDN paper: 2 Haar levels x 8 couplings, decode with a random z", _invdn_task()),
     "invdn-z0": ("InvDN paper architecture, decode with z = 0", _invdn_task(latent="zero")),
     "invdn-1level": ("InvDN, 1 Haar level x 8 couplings, random z", _invdn_task(levels=1)),
-    "invdn-lc": ("InvDN-LC: 2 levels x 1 coupling + latent cleaner (6 res blocks, 128 wide)", _lc_task()),
+    "invdn-lc": (
+        "InvDN-LC: 2 levels x 1 coupling + latent cleaner (6 res blocks, 128 wide), reconstruction + latent loss",
+        _lc_task(latent_weight=1.0),
+    ),
     "invdn-lc-rec": ("InvDN-LC trained by the reconstruction loss alone (no latent term)", _lc_task(latent_weight=0.0)),
     "danet-r": ("DANet-R (reference), L1", _danet_task),
 }

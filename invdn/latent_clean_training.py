@@ -1,14 +1,17 @@
 """InvDN-LC's part of the shared trainer: one optimisation step (the `TrainTask` protocol of `invdn.trainer`).
 
-Loss, in float32 whatever autocast is active, each term summed over (C, H, W) and averaged over the batch:
+Loss, in float32 whatever autocast is active, summed over (C, H, W) and averaged over the batch:
 
     Charbonnier(decode(cleaner(encode(noisy))), clean)                 reconstruction: trains everything
-    + latent_weight * Charbonnier(cleaner(encode(noisy)), sg(encode(clean)))   latent: trains the cleaner only
+    + latent_weight * Charbonnier(cleaner(encode(noisy)), sg(encode(clean)))   optional latent term: cleaner only
 
-The latent term's gradient reaches the cleaner's parameters but not the invertible network: that network defines
-both sides of the term, and letting it chase its own target made training diverge (gradient norms ~1e4 within 50
-steps on a fixed batch, tests/test_latent_clean.py), while the invertible network trained by the reconstruction
-alone is stable.
+`latent_weight` defaults to 0: the design A/B (benchmarks/design_ab.py, benchmarks/RESULTS.md) measured the latent
+term as a handicap. With it (weight 1), the invertible network, trained by the reconstruction, inflated its encoding
+(after 20 CPU-minutes the LR image's spread was 13x and the latent's 30x a fresh network's), so the latent term
+grew, took over the cleaner's gradient and training loss rose; PSNR fell back after 10 CPU-minutes. Reconstruction
+alone reached a higher PSNR at 5 CPU-minutes than the latent variant ever did. When the term is on, its gradient
+reaches the cleaner's parameters but not the invertible network: that network defines both sides of the term, and
+letting it chase its own target diverged at once (gradient norms ~1e4 within 50 steps on a fixed batch).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ GRAD_CLIP = 10.0
 
 
 class InvDNLCTask:
-    """Adam on InvDN-LC's reconstruction + latent-matching loss."""
+    """Adam on InvDN-LC's reconstruction loss (+ the optional latent-matching term)."""
 
     def __init__(
         self,
@@ -33,7 +36,7 @@ class InvDNLCTask:
         lr: float = 2e-4,
         grad_sync: Callable[[nn.Module], None] | None = None,
         device: str | torch.device = "cpu",
-        latent_weight: float = 1.0,
+        latent_weight: float = 0.0,
     ) -> None:
         model = InvDNLC(config or InvDNLCConfig()).to(device)
         self.latent_weight = latent_weight
