@@ -113,7 +113,7 @@ def server_url() -> Iterator[str]:
     threads = torch.get_num_threads()
     thread.start()
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         try:
             if httpx.get(f"{url}/health/ready", timeout=2).status_code == 200:
@@ -140,7 +140,7 @@ def page(server_url: str, tmp_path: Path) -> Iterator[DevTools]:
     )
     try:
         port_file = profile / "DevToolsActivePort"
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 90  # generous: Chromium starts slowly on a loaded 2-core machine
         while not (port_file.exists() and port_file.read_text().strip()) and time.monotonic() < deadline:
             time.sleep(0.05)
         port = port_file.read_text().split()[0]
