@@ -88,9 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    model = (load_file_model(args.weights) if args.weights else load("invdn")).eval()
+    model = (load_file_model(args.weights) if args.weights else load("invdn-paper")).eval()
     if getattr(model, "model_type", "") != "invdn":
-        parser.error("these diagnostics are for InvDN weights")
+        parser.error("these diagnostics are for the paper InvDN (invdn-paper) weights")
     rows = []
     if args.dataset:
         files = list_images(args.dataset)[: args.limit]

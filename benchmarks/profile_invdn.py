@@ -6,7 +6,8 @@ every `torch.cat` timed by the thread's CPU clock (one thread, so other processe
 `invdn bench speed`; then the shares of convolutions, concatenations and everything else in the whole call.
 torch.profiler is not used: its per-operator overhead distorted the small convolutions by up to 3x here.
 
-    python benchmarks/profile_invdn.py               # 1024x1024, shipped weights
+    python benchmarks/profile_invdn.py               # 1024x1024, shipped weights of the default model
+    python benchmarks/profile_invdn.py --model invdn-paper
     python benchmarks/profile_invdn.py --size 512 --json
 """
 
@@ -20,16 +21,16 @@ from collections import defaultdict
 
 import torch
 
-from invdn import bench_speed, kernels
+from invdn import bench_speed, kernels, registry
 from invdn.weights import load
 
 
-def profile(size: int) -> dict:
+def profile(size: int, model_name: str = "invdn") -> dict:
     torch.set_num_threads(1)
     kernels.tune_allocator()
     timer = bench_speed.Timer(1)
     reference = bench_speed.reference_gflops(timer)
-    model = load("invdn").eval()
+    model = load(model_name).eval()
     x = torch.from_numpy(bench_speed.test_image(size, size).transpose(2, 0, 1).copy())[None]
     convs: dict[tuple, list[float]] = defaultdict(lambda: [0, 0.0, 0.0])
     cats = [0, 0.0]
@@ -91,8 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size", type=int, default=1024, help="Side of the square test image, pixels.")
     parser.add_argument("--json", action="store_true", help="Print one JSON object instead of a table.")
+    parser.add_argument("--model", default="invdn", choices=registry.choices(), help="Registry model to profile.")
     args = parser.parse_args(argv)
-    report = profile(args.size)
+    report = profile(args.size, args.model)
     if args.json:
         print(json.dumps(report, indent=2))
         return 0

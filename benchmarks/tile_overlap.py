@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from invdn import bench_speed
+from invdn import bench_speed, registry
 from invdn.data import list_images, read_image
 from invdn.flops import flops_per_megapixel
 from invdn.inference import Denoiser
@@ -78,7 +78,7 @@ def speed_rows(model: torch.nn.Module, overlaps: list[int], threads: int) -> lis
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", default="invdn", choices=["invdn", "danet-r"], help="Shipped model to measure.")
+    parser.add_argument("--model", default="invdn", choices=registry.choices(), help="Shipped model to measure.")
     parser.add_argument("--dataset", type=Path, required=True, help="Folder of clean images.")
     parser.add_argument("--skip", type=int, default=0, help="Images skipped at the start of the sorted folder.")
     parser.add_argument("--limit", type=int, default=3, help="Images measured after the skipped ones.")
