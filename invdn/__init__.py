@@ -1,6 +1,7 @@
-"""invdn: image denoising with an invertible network (InvDN), compared against DANet.
+"""invdn: image denoising with invertible networks (InvDN-LC and the paper InvDN), compared against DANet.
 
-`invdn.load("invdn")` / `invdn.load("danet-r")` give ready-to-use models (see `invdn.weights`).
+`invdn.load("invdn")` (InvDN-LC, the default), `invdn.load("invdn-paper")` and `invdn.load("danet-r")` give
+ready-to-use models (see `invdn.weights`, and `invdn.registry` for the list).
 """
 
 from __future__ import annotations
