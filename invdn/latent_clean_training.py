@@ -47,16 +47,19 @@ class InvDNLCTask:
         self.grad_sync = grad_sync
 
     def losses(self, noisy: Tensor, clean: Tensor) -> tuple[Tensor, Tensor]:
-        """(reconstruction loss, latent loss) of one batch (sizes a multiple of the model's)."""
+        """(reconstruction loss, latent loss) of one batch (sizes a multiple of the model's); the latent loss is
+        a zero, not computed, when its weight is 0."""
         model: InvDNLC = self.modules["main"]  # type: ignore[assignment]
         lr, z, size = model.encode(noisy)
         lr_c, z_c = model.clean_encoding(lr, z)
         recon = model.decode(lr_c, z_c, size)
+        with torch.autocast(clean.device.type, enabled=False):
+            rec = charbonnier(recon.float(), clean.float())
+        if not self.latent_weight:  # the default: no clean-image encoding to compute
+            return rec, torch.zeros_like(rec)
         with torch.no_grad():
             target_lr, target_z, _ = model.encode(clean)
         with torch.autocast(clean.device.type, enabled=False):
-            clean = clean.float()
-            rec = charbonnier(recon.float(), clean)
             latent = charbonnier(torch.cat([lr_c, z_c], 1).float(), torch.cat([target_lr, target_z], 1).float())
         return rec, latent
 

@@ -30,6 +30,13 @@ class Options:
     seed: int  # seed of InvDN's latent draws
     max_pixels: int | None  # refuse images with more pixels than this
 
+    @classmethod
+    def from_cli(
+        cls, overwrite: bool, quality: int, samples: int, ensemble: bool, seed: int, max_megapixels: float
+    ) -> Options:
+        """The options of `invdn denoise` (local or on Ray), its pixel cap given in megapixels."""
+        return cls(overwrite, quality, samples, ensemble, seed, max_pixels=round(max_megapixels * 1e6))
+
 
 class SetupError(ValueError):
     """The model cannot be loaded or placed as asked (bad weights, device, precision or tile)."""

@@ -287,14 +287,7 @@ def denoise_on_ray(
         shard, overwrite, skip_existing, uri_inputs=True,
     )  # fmt: skip
     todo = [job for job in jobs if job.status == "pending"]
-    options = Options(
-        overwrite=overwrite,
-        quality=quality,
-        samples=samples,
-        ensemble=ensemble,
-        seed=seed,
-        max_pixels=round(max_megapixels * 1e6),
-    )
+    options = Options.from_cli(overwrite, quality, samples, ensemble, seed, max_megapixels)
     stream = None
     if report is not None:
         report.parent.mkdir(parents=True, exist_ok=True)

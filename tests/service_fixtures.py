@@ -133,3 +133,22 @@ def png_bomb(width: int = 50000, height: int = 50000) -> bytes:
     row = b"\x00" + b"\x00" * (3 * min(width, 64))
     idat = zlib.compress(row * 4, 9)
     return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", idat) + _png_chunk(b"IEND", b"")
+
+
+def denoise_post_scope(headers: list[tuple[bytes, bytes]]) -> dict:
+    """The ASGI scope of a POST /v1/denoise, for tests that drive the app's receive/send by hand."""
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/v1/denoise",
+        "raw_path": b"/v1/denoise",
+        "query_string": b"",
+        "root_path": "",
+        "headers": headers,
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
+        "state": {},
+    }

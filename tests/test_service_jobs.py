@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from service_fixtures import encode, make_stubs, noisy_image, png_bomb, service_client
+from service_fixtures import denoise_post_scope, encode, make_stubs, noisy_image, png_bomb, service_client
 
 from invdn import registry
 from invdn.inference import Denoiser
@@ -210,21 +210,7 @@ async def _post_then_disconnect(app, body: bytes, boundary: bytes, after: float)
     async def send(message: dict) -> None:
         sent.append(message)
 
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/v1/denoise",
-        "raw_path": b"/v1/denoise",
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"content-type", b"multipart/form-data; boundary=" + boundary)],
-        "client": ("127.0.0.1", 1),
-        "server": ("127.0.0.1", 80),
-        "state": {},
-    }
+    scope = denoise_post_scope([(b"content-type", b"multipart/form-data; boundary=" + boundary)])
     await app(scope, receive, send)
     return sent
 

@@ -9,7 +9,16 @@ import time
 
 import numpy as np
 import pytest
-from service_fixtures import encode, make_stubs, noisy_image, png_bomb, service_client, stub_provider, stub_settings
+from service_fixtures import (
+    denoise_post_scope,
+    encode,
+    make_stubs,
+    noisy_image,
+    png_bomb,
+    service_client,
+    stub_provider,
+    stub_settings,
+)
 
 from invdn import imageio, registry
 from service.app import create_app
@@ -66,21 +75,7 @@ async def _call(app, headers: list[tuple[bytes, bytes]], chunks: list[bytes]) ->
     async def send(message: dict) -> None:
         sent.append(message)
 
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/v1/denoise",
-        "raw_path": b"/v1/denoise",
-        "query_string": b"",
-        "root_path": "",
-        "headers": headers,
-        "client": ("127.0.0.1", 1),
-        "server": ("127.0.0.1", 80),
-        "state": {},
-    }
+    scope = denoise_post_scope(headers)
     await app(scope, receive, send)
     status = next(m["status"] for m in sent if m["type"] == "http.response.start")
     body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")

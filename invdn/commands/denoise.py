@@ -867,14 +867,7 @@ def denoise(
         report_stream = open(report, "a", encoding="utf-8")  # closed in the finally below
     total_mp = sum(job.megapixels for job in todo)
     reporter = Reporter(len(jobs), total_mp, report_stream, quiet or stdio, order=jobs)
-    options = Options(
-        overwrite=overwrite,
-        quality=quality,
-        samples=samples,
-        ensemble=ensemble,
-        seed=seed,
-        max_pixels=round(max_megapixels * 1e6),
-    )
+    options = Options.from_cli(overwrite, quality, samples, ensemble, seed, max_megapixels)
     interrupted = False
     try:
         for job in done_before:
