@@ -65,7 +65,7 @@ RUN set -eux; \
 FROM deps AS project
 COPY pyproject.toml README.md /src/
 COPY invdn/ /src/invdn/
-COPY service/ /src/service/
+COPY invdn_service/ /src/invdn_service/
 RUN set -eux; \
     pip wheel --no-deps --wheel-dir /wheels /src; \
     pip install --no-deps --no-index /wheels/*.whl; \
@@ -93,7 +93,7 @@ COPY --from=project /wheels/ /tmp/invdn-wheel/
 RUN /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check --no-deps --no-index /tmp/invdn-wheel/*.whl \
     && rm -rf /tmp/invdn-wheel
 
-# Runtime defaults (equal to service.config.Settings' defaults; tests/test_docker_smoke.py keeps them so), shown
+# Runtime defaults (equal to invdn_service.config.Settings' defaults; tests/test_docker_smoke.py keeps them so), shown
 # here so `docker inspect` lists the main knobs. Every INVDN_* variable can be set with `docker run -e`.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \

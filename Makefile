@@ -22,7 +22,7 @@ info: $(STAMP)
 	$(VENV)/bin/invdn info
 
 test: $(STAMP)
-	$(VENV)/bin/ruff check invdn service tests benchmarks
+	$(VENV)/bin/ruff check invdn invdn_service tests benchmarks scripts
 	$(VENV)/bin/python -m pytest
 
 test-slow: $(STAMP)

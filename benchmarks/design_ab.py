@@ -28,12 +28,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from invdn.data import FullImageFolder, ImageFolder
-from invdn.flops import count_parameters, flops_per_megapixel
-from invdn.metrics import psnr, quantize8
-from invdn.noise import seed_from
+from invdn.eval.metrics import psnr, quantize8
+from invdn.models.flops import count_parameters, flops_per_megapixel
 from invdn.runtime import bf16_native
-from invdn.trainer import StepBatches
+from invdn.training.data import FullImageFolder, ImageFolder
+from invdn.training.noise import seed_from
+from invdn.training.trainer import StepBatches
 
 HERE = Path(__file__).resolve().parent
 SIGMAS = (25, 50)
@@ -41,8 +41,8 @@ SIGMAS = (25, 50)
 
 def _invdn_task(**config):
     def make():
-        from invdn.invdn_training import InvDNTask
-        from invdn.model import InvDNConfig
+        from invdn.models.invdn import InvDNConfig
+        from invdn.training.invdn_task import InvDNTask
 
         return InvDNTask(InvDNConfig(**config), lr=2e-4, ssim_weight=0.0)
 
@@ -51,8 +51,8 @@ def _invdn_task(**config):
 
 def _lc_task(latent_weight: float = 1.0, **config):
     def make():
-        from invdn.latent_clean import InvDNLCConfig
-        from invdn.latent_clean_training import InvDNLCTask
+        from invdn.models.latent_clean import InvDNLCConfig
+        from invdn.training.latent_clean_task import InvDNLCTask
 
         return InvDNLCTask(InvDNLCConfig(**config), lr=2e-4, latent_weight=latent_weight)
 
@@ -60,7 +60,7 @@ def _lc_task(latent_weight: float = 1.0, **config):
 
 
 def _danet_task():
-    from invdn.danet_training import DANetTask
+    from invdn.training.danet_task import DANetTask
 
     return DANetTask("l1", lr=1e-4)
 
@@ -124,7 +124,7 @@ def train_one(name: str, args: argparse.Namespace) -> None:
         "noise": args.noise,
     }
     (run / "meta.json").write_text(json.dumps(meta, indent=2))
-    from invdn.weights import save
+    from invdn.models.weights import save
 
     def log(row: dict) -> None:
         with open(curve, "a") as f:

@@ -5,7 +5,7 @@ a fresh N(0, I) draw and decoding. Per image, with seeded AWGN at `--sigma` (the
 on real `--pairs`:
 
 - `lr_vs_target`: PSNR of the encoder's LR image against the forward-loss target (antialiased bicubic 1/4 of the
-  clean image, `invdn.losses.downscale`), both as float (the other columns are rounded to 8 bits).
+  clean image, `invdn.training.losses.downscale`), both as float (the other columns are rounded to 8 bits).
 - `output_z1`, `output_z0`, `output_mean4`: PSNR of the output with z ~ N(0, I) (what `denoise` does), with z = 0,
   and averaged over 4 draws. If all three agree, the decoder ignores z.
 - `decode_target_lr`: the decoder fed the *ideal* LR image (the target above) with z = 0: what a perfect encoder
@@ -31,10 +31,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from invdn.data import list_images, read_image
-from invdn.losses import downscale
-from invdn.metrics import psnr
-from invdn.weights import load, load_file_model
+from invdn.eval.metrics import psnr
+from invdn.models.weights import load, load_file_model
+from invdn.training.data import list_images, read_image
+from invdn.training.losses import downscale
 
 COLUMNS = ("lr_vs_target", "output_z1", "output_z0", "output_mean4", "decode_target_lr", "bicubic_up_target_lr")
 

@@ -10,7 +10,7 @@ Passes (exit 0) when no request failed other than by 503 with Retry-After and me
     python benchmarks/load_service.py --requests 20 --size 128 --json
     INVDN_DEVICE=cuda python benchmarks/load_service.py    # server settings come from INVDN_* variables
 
-`--fairness` runs the scenario of service/README.md ("Fair scheduling") instead, in one server run:
+`--fairness` runs the scenario of invdn_service/README.md ("Fair scheduling") instead, in one server run:
   1. speed: each registry model denoises a --speed-size^2 image as a job (the server's own model time, s/MP);
   2. idle: --requests requests of --size^2 at --concurrency on an idle server (p50/p95);
   3. loaded: the same while a --big-width x --big-height job is in progress (p95 must be <= 2x idle);

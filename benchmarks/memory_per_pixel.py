@@ -1,5 +1,5 @@
 """Peak memory of one whole-image denoise per input pixel, for every registry model (the registry's
-`bytes_per_pixel`, from which `invdn.inference.Denoiser` picks its automatic tile size).
+`bytes_per_pixel`, from which `invdn.inference.engine.Denoiser` picks its automatic tile size).
 
     python benchmarks/memory_per_pixel.py [--size 1024] [--precision fp32] [--json]
 
@@ -17,7 +17,7 @@ import sys
 
 CHILD = r"""
 import json, sys, torch
-from invdn import registry
+from invdn.models import registry
 torch.set_num_threads(1)
 name, size, precision = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 def rss(field):
@@ -41,7 +41,7 @@ print(json.dumps({"model": name, "size": size, "precision": precision, "bytes_pe
 
 
 def main() -> None:
-    from invdn import registry
+    from invdn.models import registry
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--size", type=int, default=1024, help="side of the square test image")

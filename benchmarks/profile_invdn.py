@@ -1,6 +1,6 @@
 """Where InvDN's optimised float32 inference spends its time, per convolution shape, against the reference rate.
 
-Runs `model.denoise` once to warm up, then once more with every fused convolution (`invdn.kernels._fused`) and
+Runs `model.denoise` once to warm up, then once more with every fused convolution (`invdn.inference.kernels._fused`) and
 every `torch.cat` timed by the thread's CPU clock (one thread, so other processes cannot inflate it). Prints, per
 (input shape, weight shape): calls, seconds, GFLOP/s and the fraction of the reference 64->64 3x3 convolution of
 `invdn bench speed`; then the shares of convolutions, concatenations and everything else in the whole call.
@@ -21,8 +21,10 @@ from collections import defaultdict
 
 import torch
 
-from invdn import bench_speed, kernels, registry
-from invdn.weights import load
+from invdn.bench import speed as bench_speed
+from invdn.inference import kernels
+from invdn.models import registry
+from invdn.models.weights import load
 
 
 def profile(size: int, model_name: str = "invdn") -> dict:
@@ -63,7 +65,8 @@ def profile(size: int, model_name: str = "invdn") -> dict:
         finally:
             kernels._fused, torch.cat = fused, cat
     if not convs:
-        raise SystemExit("oneDNN's fused convolutions are not available here: nothing to attribute (see invdn.kernels)")
+        raise SystemExit("oneDNN's fused convolutions are not available here: nothing to attribute"
+                         " (see invdn.inference.kernels)")
     rows = [
         {
             "input": list(shape[0]),

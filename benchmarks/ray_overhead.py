@@ -39,7 +39,7 @@ from PIL import Image
 from skimage import data as skdata
 from skimage.transform import resize
 
-from invdn import registry
+from invdn.models import registry
 from invdn.runtime import available_cores
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -3,7 +3,7 @@
 Quality: each image of `--dataset` (first `--limit`, after skipping `--skip`) gets seeded AWGN at each `--sigma`,
 is denoised whole and in `--tile`-pixel tiles at each `--overlaps` value (small tiles: many seams), and the PSNR
 difference tiled - whole is reported (InvDN's latent is drawn per tile, so part of the difference is the draw).
-Speed (`--speed`): the 4000x3000 test image of `invdn bench speed` through `invdn.inference.Denoiser` with its
+Speed (`--speed`): the 4000x3000 test image of `invdn bench speed` through `invdn.inference.engine.Denoiser` with its
 automatic tiles at each overlap, in one process, as seconds per megapixel and fraction of the reference
 convolution (as in `invdn bench speed`; one thread: the thread's CPU time is the clock).
 
@@ -21,13 +21,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from invdn import bench_speed, registry
-from invdn.data import list_images, read_image
-from invdn.flops import flops_per_megapixel
-from invdn.inference import Denoiser
-from invdn.kernels import tune_allocator
-from invdn.metrics import psnr
-from invdn.weights import load
+from invdn.bench import speed as bench_speed
+from invdn.eval.metrics import psnr
+from invdn.inference.engine import Denoiser
+from invdn.inference.kernels import tune_allocator
+from invdn.models import registry
+from invdn.models.flops import flops_per_megapixel
+from invdn.models.weights import load
+from invdn.training.data import list_images, read_image
 
 
 def quality_rows(

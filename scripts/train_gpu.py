@@ -17,7 +17,7 @@ piece killed at any moment leaves the last one intact. RUN_DIR/weights/ holds th
 shards): ``--warm-from RUN_DIR/weights`` starts a new run from them with fresh Adam moments, the schedule continuing
 at their step and the learning rate ramping up over ``--warmup-steps`` (a warm restart, not bit-exact; for when
 only the weights can travel to a fresh machine). ``--export`` reassembles the main module into one ordinary
-weights file (``invdn.weights.save``).
+weights file (``invdn.models.weights.save``).
 
 On a lent GPU machine (commands run in a copy of the working tree, carried ignored paths at most 64 MiB in all):
 copy the data into the git-ignored .gpu/ folder (``mkdir -p .gpu/data && cp -r DATASETS/CBSD432 DATASETS/Train400
@@ -29,12 +29,12 @@ DANet-R 109.9 MB). A fresh machine has only what is carried: the data and a weig
 sizes), hence ``--warm-from``.
 
 Speed: the training images are decoded once into one uint8 tensor in device memory; each step crops, flips and
-rotates its batch there with one gather, and synthesises the noise there (``invdn.noise``, seeded per step on a
+rotates its batch there with one gather, and synthesises the noise there (``invdn.training.noise``, seeded per step on a
 device generator; the camera model's JPEG round trips go through the host). The batch of step k is a pure
 function of (seed, k), so a resumed run sees the batches the uninterrupted run would have seen (bit-exact on
 CPU; on CUDA up to the non-determinism of its kernels). bf16 autocast (default on CUDA): the tasks compute their
 losses in float32, and the affine couplings compute their scale and shift in float32 themselves
-(``invdn.coupling``), so the scale (tanh, exp) and the coupling arithmetic run in float32. Channels-last memory
+(``invdn.models.coupling``), so the scale (tanh, exp) and the coupling arithmetic run in float32. Channels-last memory
 format (default on CUDA).
 ``--compile`` compiles the convolutional sub-networks (``nn.Module.compile``, state-dict keys unchanged).
 ``--batch auto`` measures the peak memory of one step at batch 8 on a throw-away copy of the model and picks the
@@ -65,10 +65,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run from a checkout without installing
     sys.path.insert(0, str(ROOT))
 
-from invdn import registry  # noqa: E402
-from invdn.data import list_images, read_image  # noqa: E402
-from invdn.noise import USERS_FILES_NOISE, make_noise, seed_from  # noqa: E402
-from invdn.trainer import TrainConfig, lr_factor  # noqa: E402
+from invdn.models import registry  # noqa: E402
+from invdn.training.data import list_images, read_image  # noqa: E402
+from invdn.training.noise import USERS_FILES_NOISE, make_noise, seed_from  # noqa: E402
+from invdn.training.trainer import TrainConfig, lr_factor  # noqa: E402
 
 MiB = 1 << 20
 DEFAULT_SHARD_MIB = 15.0
@@ -347,7 +347,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--batch", default="auto", help="batch size, or auto (CUDA: fit the device; CPU: 4)")
     p.add_argument("--max-batch", type=int, default=128)
     p.add_argument("--patch", type=int, default=128)
-    p.add_argument("--noise", default=USERS_FILES_NOISE, help="training noise spec (invdn.noise)")
+    p.add_argument("--noise", default=USERS_FILES_NOISE, help="training noise spec (invdn.training.noise)")
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: the model's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -377,8 +377,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def export(run: Path, out: Path, dtype: str) -> Path:
-    """The main module of RUN's checkpoint as one weights file (``invdn.weights.save``, with its step)."""
-    from invdn.weights import save
+    """The main module of RUN's checkpoint as one weights file (``invdn.models.weights.save``, with its step)."""
+    from invdn.models.weights import save
 
     tensors, meta = load_sharded(run / "checkpoint")
     model = registry.get(meta["config"]["model"]).build({})
@@ -447,7 +447,7 @@ def main(argv: list[str] | None = None) -> dict:
     stats: dict[str, float] = {}
     while step < args.total_steps and (args.steps is None or steps_here < args.steps):
         noisy, clean = next(data)
-        torch.manual_seed(seed_from(args.seed, "step", step, 0))  # latent draws (InvDN), as invdn.trainer
+        torch.manual_seed(seed_from(args.seed, "step", step, 0))  # latent draws (InvDN), as invdn.training.trainer
         factor = lr_factor("cosine", step, args.total_steps)
         if args.warm_start_step is not None:  # fresh Adam moments after a warm restart: ramp the rate up
             factor *= min(1.0, (step - args.warm_start_step + 1) / max(1, args.warmup_steps))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from invdn.model import InvDN, InvDNConfig
+from invdn.models.invdn import InvDN, InvDNConfig
 
 
 def random_invdn(seed: int = 0, dtype: torch.dtype = torch.float64, std: float = 0.05, **cfg) -> InvDN:

@@ -16,9 +16,9 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from torch import nn
 
-from invdn import registry
-from service.app import create_app
-from service.config import Settings
+from invdn.models import registry
+from invdn_service.app import create_app
+from invdn_service.config import Settings
 
 
 class StubDenoiser(nn.Module):

@@ -28,9 +28,9 @@ import uvicorn
 from PIL import Image
 from service_fixtures import encode, make_stubs, noisy_image, stub_provider, stub_settings
 
-from invdn import registry
-from invdn.metrics import psnr
-from service.app import create_app
+from invdn.eval.metrics import psnr
+from invdn.models import registry
+from invdn_service.app import create_app
 
 CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
 websockets_sync = pytest.importorskip("websockets.sync.client", reason="websockets is not installed")

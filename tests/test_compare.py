@@ -7,12 +7,12 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from invdn import registry
 from invdn.cli import main
-from invdn.compare import GRID_GAP, RANDOM_INIT_NOTE, compare, format_table, side_by_side_png
-from invdn.danet import UNetD
-from invdn.latent_clean import InvDNLC
-from invdn.model import InvDN, InvDNConfig
+from invdn.eval.compare import GRID_GAP, RANDOM_INIT_NOTE, compare, format_table, side_by_side_png
+from invdn.models import registry
+from invdn.models.danet import UNetD
+from invdn.models.invdn import InvDN, InvDNConfig
+from invdn.models.latent_clean import InvDNLC
 
 HEIGHT, WIDTH = 32, 48
 

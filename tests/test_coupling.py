@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from invdn.coupling import AffineCoupling
-from invdn.subnets import DenseSubnet, ResNetSubnet, subnet_constructor
+from invdn.models.coupling import AffineCoupling
+from invdn.models.subnets import DenseSubnet, ResNetSubnet, subnet_constructor
 
 
 def make_block(kind: str = "resnet", seed: int = 0) -> AffineCoupling:

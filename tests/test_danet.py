@@ -2,8 +2,8 @@ import pytest
 import torch
 from torch import nn
 
-from invdn.danet import DANetConfig, Discriminator, UNetD, UNetG, count_parameters, danet_parameter_counts
-from invdn.danet_training import DANetTask, gaussian_kernel
+from invdn.models.danet import DANetConfig, Discriminator, UNetD, UNetG, count_parameters, danet_parameter_counts
+from invdn.training.danet_task import DANetTask, gaussian_kernel
 
 # Small widths keep the training tests fast; the architecture tests use the published configuration.
 SMALL = DANetConfig(wf=8, critic_width=8)
@@ -227,7 +227,7 @@ def test_bad_mode_and_mismatched_batches_are_rejected():
 
 
 def test_weights_file_rebuilds_r_from_its_model_args(tmp_path):
-    from invdn import weights
+    from invdn.models import weights
 
     torch.manual_seed(0)
     r = UNetD(SMALL)

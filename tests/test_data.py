@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from invdn.data import FullImageFolder, ImageFolder, NoisyPatches, PairedFolder, list_images, read_image
+from invdn.training.data import FullImageFolder, ImageFolder, NoisyPatches, PairedFolder, list_images, read_image
 
 
 def _write(path: Path, array: np.ndarray) -> None:

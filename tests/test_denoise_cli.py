@@ -21,10 +21,10 @@ import torch
 from click.testing import CliRunner
 from PIL import Image, ImageCms
 
-from invdn.commands.denoise import denoise
-from invdn.imageio import decode_image
-from invdn.latent_clean import InvDNLC, InvDNLCConfig
-from invdn.weights import save
+from invdn.cli.denoise import denoise
+from invdn.io.images import decode_image
+from invdn.models.latent_clean import InvDNLC, InvDNLCConfig
+from invdn.models.weights import save
 
 ROOT = Path(__file__).resolve().parent.parent
 SRGB_ICC = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()

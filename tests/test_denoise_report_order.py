@@ -6,7 +6,7 @@ import io
 import json
 from pathlib import Path
 
-from invdn.commands.denoise import Job, Reporter
+from invdn.cli.denoise import Job, Reporter
 
 
 def _jobs(count: int) -> list[Job]:
@@ -54,9 +54,9 @@ def test_per_file_seconds_leave_out_the_wait_behind_other_files(tmp_path):
     import torch
     from PIL import Image
 
-    from invdn.commands.denoise import run_jobs
-    from invdn.inference import Denoiser
-    from invdn.pipeline import Options
+    from invdn.batch.pipeline import Options
+    from invdn.cli.denoise import run_jobs
+    from invdn.inference.engine import Denoiser
 
     class SlowIdentity(torch.nn.Module):
         def __init__(self) -> None:

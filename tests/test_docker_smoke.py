@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from service.config import Settings
+from invdn_service.config import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"

@@ -14,8 +14,7 @@ from click.testing import CliRunner
 from PIL import Image
 from torch import nn
 
-from invdn import registry
-from invdn.evaluation import (
+from invdn.eval.suite import (
     EvalConfig,
     describe_model,
     markdown_report,
@@ -24,7 +23,8 @@ from invdn.evaluation import (
     summarize,
     write_outputs,
 )
-from invdn.noise import seed_from
+from invdn.models import registry
+from invdn.training.noise import seed_from
 
 LABEL = registry.get(registry.DEFAULT).label
 
@@ -185,8 +185,8 @@ def test_real_pairs_with_bm3d_estimated_and_tuned_rows(tmp_path: Path) -> None:
 
 
 def test_cli_table_json_and_broken_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from invdn import weights
-    from invdn.commands.evaluate import evaluate
+    from invdn.cli.evaluate import evaluate
+    from invdn.models import weights
 
     monkeypatch.setattr(weights, "load", lambda name, path=None, device="cpu": IdentityDenoiser())
     root = _write_folder(tmp_path / "tiny", n=2)

@@ -2,7 +2,7 @@ import math
 
 import torch
 
-from invdn.haar import HaarDownsampling, haar_forward, haar_inverse, haar_log_det, haar_matrix
+from invdn.models.haar import HaarDownsampling, haar_forward, haar_inverse, haar_log_det, haar_matrix
 
 
 def test_low_band_is_the_2x2_mean_and_channels_are_band_major():

@@ -1,4 +1,4 @@
-"""invdn.imageio: decoding keeps what matters (orientation, alpha, bit depth, ICC, EXIF) and refuses bad files."""
+"""invdn.io.images: decoding keeps what matters (orientation, alpha, bit depth, ICC, EXIF) and refuses bad files."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 import tifffile
 from PIL import Image, ImageCms, ImageOps
 
-from invdn.imageio import (
+from invdn.io.images import (
     CorruptImage,
     ImageTooLarge,
     UnsupportedImage,
@@ -278,7 +278,7 @@ def test_write_image_atomic_never_clobbers(tmp_path: Path) -> None:
 def test_umask_is_read_without_being_changed():
     import os
 
-    from invdn.imageio import current_umask
+    from invdn.io.images import current_umask
 
     old = os.umask(0o027)
     try:

@@ -1,4 +1,4 @@
-"""invdn.inference: tiles that blend without seams, determinism under a seed, devices and precisions."""
+"""invdn.inference.engine: tiles that blend without seams, determinism under a seed, devices and precisions."""
 
 from __future__ import annotations
 
@@ -11,10 +11,9 @@ import torch.nn.functional as F
 from skimage import data
 from torch import nn
 
-import invdn.inference as inference
-from invdn import registry
-from invdn.danet import DANetConfig, UNetD
-from invdn.inference import (
+import invdn.inference.engine as inference
+from invdn.eval.metrics import psnr
+from invdn.inference.engine import (
     DEFAULT_OVERLAP,
     Denoiser,
     InferenceSetupError,
@@ -26,9 +25,10 @@ from invdn.inference import (
     tile_seed,
     tile_windows,
 )
-from invdn.metrics import psnr
-from invdn.model import InvDN, InvDNConfig
-from invdn.weights import load
+from invdn.models import registry
+from invdn.models.danet import DANetConfig, UNetD
+from invdn.models.invdn import InvDN, InvDNConfig
+from invdn.models.weights import load
 
 
 class BlurStub(nn.Module):

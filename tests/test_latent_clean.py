@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from invdn.inference import Denoiser
-from invdn.latent_clean import InvDNLC, InvDNLCConfig
-from invdn.latent_clean_training import InvDNLCTask
-from invdn.metrics import psnr
+from invdn.eval.metrics import psnr
+from invdn.inference.engine import Denoiser
+from invdn.models.latent_clean import InvDNLC, InvDNLCConfig
+from invdn.training.latent_clean_task import InvDNLCTask
 
 TINY = InvDNLCConfig(hidden=8, width=16, res_blocks=2)
 
@@ -94,7 +94,7 @@ def test_a_tiny_training_run_lowers_the_loss():
 
 def test_latent_term_trains_the_cleaner_only(monkeypatch):
     """The latent term's gradient reaches the cleaner, never the invertible network (which defines its target)."""
-    import invdn.latent_clean_training as training
+    import invdn.training.latent_clean_task as training
 
     monkeypatch.setattr(training, "GRAD_CLIP", 1e30)  # clipping rescales every gradient by the total norm
     g = torch.Generator().manual_seed(6)

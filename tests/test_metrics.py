@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from invdn.metrics import psnr, quantize8, ssim, to_float, to_uint8
+from invdn.eval.metrics import psnr, quantize8, ssim, to_float, to_uint8
 
 
 def _image(seed: int = 0, shape: tuple[int, ...] = (16, 20, 3)) -> np.ndarray:

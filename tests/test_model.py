@@ -2,7 +2,7 @@ import pytest
 import torch
 from helpers_model import random_invdn
 
-from invdn.model import InvDN, InvDNConfig, count_parameters, dihedral, pad_to_multiple
+from invdn.models.invdn import InvDN, InvDNConfig, count_parameters, dihedral, pad_to_multiple
 
 
 def test_paper_configuration_has_exactly_2640960_parameters():

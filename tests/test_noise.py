@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from invdn.noise import (
+from invdn.training.noise import (
     AWGN,
     USERS_FILES_NOISE,
     CameraNoise,
@@ -313,7 +313,7 @@ def test_grey_spec_errors() -> None:
 def test_noisy_patches_use_grey_targets(tmp_path) -> None:
     from PIL import Image
 
-    from invdn.data import ImageFolder, NoisyPatches
+    from invdn.training.data import ImageFolder, NoisyPatches
 
     rng = np.random.default_rng(31)
     for i in range(3):

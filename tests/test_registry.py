@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from invdn import registry, weights
-from invdn.flops import count_parameters
-from invdn.inference import is_stochastic, model_overlap
+from invdn.inference.engine import is_stochastic, model_overlap
+from invdn.models import registry, weights
+from invdn.models.flops import count_parameters
 
 
 @pytest.mark.parametrize("spec", registry.MODELS, ids=lambda s: s.name)
@@ -40,7 +40,7 @@ def test_names_and_aliases():
 
 def test_default_model_fits_the_design_budget():
     """Issue 14: <= 40 % of DANet-R's parameters and <= its inference FLOPs per megapixel."""
-    from invdn.flops import flops_per_megapixel
+    from invdn.models.flops import flops_per_megapixel
 
     lc, danet = registry.get("invdn").build({}), registry.get("danet-r").build({})
     assert count_parameters(lc) <= 0.4 * count_parameters(danet)
@@ -62,7 +62,7 @@ def test_weights_files_store_architecture_only_and_old_files_load(tmp_path):
     """Runtime switches (`fast`, `memory_saving`) stay out of model_args; files that have them still load."""
     import json
 
-    from invdn.model import InvDN, InvDNConfig
+    from invdn.models.invdn import InvDN, InvDNConfig
 
     model = InvDN(InvDNConfig(blocks_per_level=1, hidden=8, memory_saving=True, fast=False))
     assert not set(registry.RUNTIME_SWITCHES) & set(model.model_args)

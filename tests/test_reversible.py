@@ -2,7 +2,7 @@ import pytest
 import torch
 from helpers_model import random_invdn
 
-from invdn.reversible import chain_drift
+from invdn.models.reversible import chain_drift
 
 
 def training_grads(model, x, memory_saving: bool):

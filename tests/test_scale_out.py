@@ -20,10 +20,10 @@ from click.testing import CliRunner
 from PIL import Image
 from test_denoise_cli import BROKEN, _checksums, _output_for, _photo, make_mixed_folder
 
-from invdn.commands.denoise import denoise
-from invdn.latent_clean import InvDNLC, InvDNLCConfig
-from invdn.shard import parse_shard, shard_of, take_shard
-from invdn.weights import save
+from invdn.batch.shard import parse_shard, shard_of, take_shard
+from invdn.cli.denoise import denoise
+from invdn.models.latent_clean import InvDNLC, InvDNLCConfig
+from invdn.models.weights import save
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -163,7 +163,7 @@ def test_import_and_local_run_do_not_import_ray(tmp_path: Path, weights: Path) -
         "import sys\n"
         "import invdn\n"
         "from click.testing import CliRunner\n"
-        "from invdn.commands.denoise import denoise\n"
+        "from invdn.cli.denoise import denoise\n"
         f"result = CliRunner().invoke(denoise, [{str(tmp_path / 'a.png')!r}, '-o', {str(tmp_path / 'o')!r}, "
         f"'--weights', {str(weights)!r}, '--shard', '1/1'])\n"
         "assert result.exit_code == 0, result.output\n"
@@ -188,7 +188,7 @@ def ray_instance() -> object:
 def test_ray_writes_the_local_cli_bytes_and_reports_failures(
     tmp_path: Path, weights: Path, ray_instance: object
 ) -> None:
-    from invdn.ray_denoise import ActorSettings, ModelSettings, denoise_on_ray
+    from invdn.batch.ray import ActorSettings, ModelSettings, denoise_on_ray
 
     source = tmp_path / "in"
     expect = make_mixed_folder(source)

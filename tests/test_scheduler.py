@@ -1,4 +1,4 @@
-"""service.scheduler.TileScheduler on its own: the order tiles run in, cancellation, admission."""
+"""invdn_service.scheduler.TileScheduler on its own: the order tiles run in, cancellation, admission."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from service.errors import Overloaded
-from service.scheduler import Cancelled, TileScheduler
+from invdn_service.errors import Overloaded
+from invdn_service.scheduler import Cancelled, TileScheduler
 
 
 def steps(name: str, count: int, log: list[str], gate: threading.Event | None = None):

@@ -22,9 +22,9 @@ from service_fixtures import (
     wait_ready,
 )
 
-from invdn import registry
-from invdn.inference import Denoiser
-from invdn.metrics import psnr, quantize8
+from invdn.eval.metrics import psnr, quantize8
+from invdn.inference.engine import Denoiser
+from invdn.models import registry
 
 
 @pytest.fixture(scope="module")
@@ -235,7 +235,7 @@ def test_errors_are_json_with_a_code(client):
 def test_not_ready_until_models_are_loaded_and_warmed_up():
     from fastapi.testclient import TestClient
 
-    from service.app import create_app
+    from invdn_service.app import create_app
 
     release = threading.Event()
     stubs = make_stubs()
@@ -263,7 +263,7 @@ def test_not_ready_until_models_are_loaded_and_warmed_up():
 def test_ready_reports_a_failed_load():
     from fastapi.testclient import TestClient
 
-    from service.app import create_app
+    from invdn_service.app import create_app
 
     def broken(name: str):
         raise FileNotFoundError(f"no weights for {name}")

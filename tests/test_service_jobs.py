@@ -15,10 +15,10 @@ import torch
 from PIL import Image
 from service_fixtures import denoise_post_scope, encode, make_stubs, noisy_image, png_bomb, service_client
 
-from invdn import registry
-from invdn.inference import Denoiser
-from invdn.tiles import TiledRun
-from service.config import Settings
+from invdn.inference.engine import Denoiser
+from invdn.inference.tiles import TiledRun
+from invdn.models import registry
+from invdn_service.config import Settings
 
 
 def upload(data: bytes, name: str = "photo.png") -> dict:
@@ -49,7 +49,7 @@ def poll_job(client, url: str, timeout: float = 30.0) -> dict:
     raise AssertionError(f"job not finished after {timeout} s: {body}")
 
 
-# ---------- invdn.tiles ----------
+# ---------- invdn.inference.tiles ----------
 
 
 @pytest.mark.parametrize(("tile", "max_tile"), [(None, None), (64, None), (None, 96)])

@@ -20,9 +20,10 @@ from service_fixtures import (
     stub_settings,
 )
 
-from invdn import imageio, registry
-from service.app import create_app
-from service.config import Settings
+from invdn.io import images as imageio
+from invdn.models import registry
+from invdn_service.app import create_app
+from invdn_service.config import Settings
 
 
 def upload(data: bytes, name: str = "photo.png") -> dict:
@@ -265,7 +266,7 @@ def test_tile_overlap_unset_or_blank_means_each_models_own(monkeypatch):
 
 
 def test_default_limits_follow_from_the_measured_speed():
-    from service import capacity
+    from invdn_service import capacity
 
     settings = Settings()
     slowest = max(capacity.MEASURED_SECONDS_PER_MEGAPIXEL.values())

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 from service_fixtures import service_client
 
-STATIC = Path(__file__).resolve().parent.parent / "service" / "static"
+STATIC = Path(__file__).resolve().parent.parent / "invdn_service" / "static"
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +95,7 @@ def test_serve_command_runs_uvicorn_with_the_app_factory(monkeypatch):
     result = CliRunner().invoke(main, ["serve"])
     assert result.exit_code == 0, result.output
     app, kwargs = calls[0]
-    assert app == "service.app:create_app" and kwargs["factory"] is True
+    assert app == "invdn_service.app:create_app" and kwargs["factory"] is True
     assert (kwargs["host"], kwargs["port"], kwargs["workers"]) == ("127.0.0.1", 8000, 1)
     assert "http://127.0.0.1:8000/" in result.output
     result = CliRunner().invoke(main, ["serve", "--workers", "2", "--port", "9001"])

@@ -8,10 +8,11 @@ import torch
 import torch.nn.functional as F
 from click.testing import CliRunner
 
-from invdn import bench_speed, kernels
-from invdn.danet import DANetConfig, UNetD
-from invdn.flops import flops_per_megapixel
-from invdn.model import InvDN, InvDNConfig, count_parameters
+from invdn.bench import speed as bench_speed
+from invdn.inference import kernels
+from invdn.models.danet import DANetConfig, UNetD
+from invdn.models.flops import flops_per_megapixel
+from invdn.models.invdn import InvDN, InvDNConfig, count_parameters
 from tests.helpers_model import random_invdn
 
 
@@ -69,7 +70,7 @@ def test_invdn_fast_encode_decode_match_and_round_trip():
 
 
 def test_shipped_weights_load_and_both_paths_agree():
-    from invdn.weights import load
+    from invdn.models.weights import load
 
     model = load("invdn-paper")
     assert count_parameters(model) == 2_640_960
@@ -176,7 +177,7 @@ def test_speed_rows_measure_both_paths(monkeypatch: pytest.MonkeyPatch):
 
 
 def test_bench_speed_command_is_listed():
-    from invdn.commands.bench import bench
+    from invdn.cli.bench import bench
 
     result = CliRunner().invoke(bench, ["speed", "--help"])
     assert result.exit_code == 0 and "--quick" in result.output and "--json" in result.output

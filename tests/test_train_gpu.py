@@ -112,7 +112,7 @@ def test_pieces_resume_bit_exactly_and_export(tg, data: Path, tmp_path: Path) ->
 
     out = tmp_path / "exported.safetensors"
     tg.main(["--export", str(pieces), "--out", str(out)])
-    from invdn.weights import load_file_model
+    from invdn.models.weights import load_file_model
 
     model = load_file_model(out)
     assert model.weights_meta["step"] == "4"
@@ -155,8 +155,8 @@ def test_device_batches_are_seeded_patches(tg, data: Path) -> None:
 
 
 def test_bf16_couplings_keep_float32_scale_and_shift() -> None:
-    from invdn.coupling import AffineCoupling
-    from invdn.latent_clean import InvDNLC
+    from invdn.models.coupling import AffineCoupling
+    from invdn.models.latent_clean import InvDNLC
 
     model = InvDNLC()
     coupling = next(m for m in model.modules() if isinstance(m, AffineCoupling))

@@ -10,8 +10,8 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from invdn.losses import backward_loss, charbonnier, downscale, forward_loss, ssim_map
-from invdn.trainer import TrainConfig, Trainer, lr_factor, parse_duration
+from invdn.training.losses import backward_loss, charbonnier, downscale, forward_loss, ssim_map
+from invdn.training.trainer import TrainConfig, Trainer, lr_factor, parse_duration
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +90,7 @@ def test_training_lowers_the_loss_and_writes_metrics_and_plot(tmp_path, image_fo
     assert (tmp_path / "t" / "curves.png").stat().st_size > 0
     assert (tmp_path / "t" / "best" / "main.safetensors").exists()
     # the checkpoint's main file is a usable weights file that rebuilds its own model
-    from invdn.weights import load_file_model
+    from invdn.models.weights import load_file_model
 
     model = load_file_model(tmp_path / "t" / "checkpoint" / "main.safetensors")
     assert model.pretrained and model.config.blocks_per_level == 1
@@ -109,7 +109,7 @@ def test_ddp_two_gloo_processes(tmp_path, image_folder):
     script = tmp_path / "ddp.py"
     script.write_text(
         "import sys, torch\n"
-        "from invdn.trainer import Trainer, TrainConfig\n"
+        "from invdn.training.trainer import Trainer, TrainConfig\n"
         "torch.set_num_threads(1)\n"
         f"cfg = TrainConfig(model='invdn', data=[{str(image_folder)!r}], noise='awgn:25', name='ddp',\n"
         f"    runs_dir={str(tmp_path)!r}, patch=32, batch=2, blocks_per_level=1, max_steps=2, log_every=1,\n"
@@ -157,7 +157,7 @@ def test_durations_and_schedules():
 
 def test_invdn_losses_stay_float32_under_bf16_autocast():
     # SSIM's variances (E[x^2] - E[x]^2) cancel badly in bf16: the task must compute its losses in float32.
-    from invdn.invdn_training import float32_losses
+    from invdn.training.invdn_task import float32_losses
 
     g = torch.Generator().manual_seed(0)
     clean = torch.rand(2, 3, 32, 32, generator=g) * 0.1 + 0.5  # smooth, bright: where bf16 SSIM breaks down
@@ -173,8 +173,8 @@ def test_invdn_losses_stay_float32_under_bf16_autocast():
 
 
 def test_backward_loss_weights_reach_the_invdn_task(tmp_path, image_folder):
-    from invdn.invdn_training import float32_losses
-    from invdn.losses import sobel_l1
+    from invdn.training.invdn_task import float32_losses
+    from invdn.training.losses import sobel_l1
 
     g = torch.Generator().manual_seed(1)
     clean = torch.rand(2, 3, 32, 32, generator=g)

@@ -1,0 +1,1 @@
+"""Batch denoising of folders: planning, the threaded pipeline, reports, sharding and Ray."""

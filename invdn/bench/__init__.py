@@ -1,0 +1,1 @@
+"""Benchmarks run by `invdn bench`: speed (seconds per megapixel, training throughput) and memory."""

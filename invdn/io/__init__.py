@@ -1,0 +1,1 @@
+"""Files: image formats, decoding, encoding, atomic writes, and local-or-remote URIs."""
