@@ -51,11 +51,11 @@ RUN set -eux; \
     find "${site}/torch/bin" -maxdepth 1 -type f ! -name torch_shm_manager -delete; \
     python -c "import torch; assert torch.version.cuda is None, 'expected a CPU-only torch, got CUDA ' + str(torch.version.cuda); print('torch', torch.__version__)"
 
-# 2. The project's other dependencies, from pyproject.toml alone (cached until pyproject.toml changes).
+# 2. The project's other dependencies and its `serve` extra, from pyproject.toml alone (cached until it changes).
 #    torch/torchvision are already satisfied, so pip keeps the CPU builds.
 COPY pyproject.toml /tmp/pyproject.toml
 RUN set -eux; \
-    python -c "import tomllib; print('\n'.join(tomllib.load(open('/tmp/pyproject.toml', 'rb'))['project']['dependencies']))" \
+    python -c "import tomllib; p = tomllib.load(open('/tmp/pyproject.toml', 'rb'))['project']; print('\n'.join(p['dependencies'] + p['optional-dependencies']['serve']))" \
         > /tmp/requirements.txt; \
     pip install -r /tmp/requirements.txt; \
     rm /tmp/requirements.txt /tmp/pyproject.toml

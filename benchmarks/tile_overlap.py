@@ -24,10 +24,10 @@ import torch
 from invdn.bench import speed as bench_speed
 from invdn.eval.metrics import psnr
 from invdn.inference.engine import Denoiser
-from invdn.inference.kernels import tune_allocator
 from invdn.models import registry
 from invdn.models.flops import flops_per_megapixel
 from invdn.models.weights import load
+from invdn.runtime import tune_allocator
 from invdn.training.data import list_images, read_image
 
 

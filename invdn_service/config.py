@@ -8,12 +8,9 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from invdn.io.formats import SERVICE_INPUT_FORMATS, normalize_format
 from invdn.models import registry
 from invdn_service import capacity
-
-# Formats as `invdn.io.images.sniff_format` names them.
-DEFAULT_FORMATS = ["png", "jpeg", "webp", "tiff", "bmp", "gif"]
-FORMAT_ALIASES = {"jpg": "jpeg", "tif": "tiff"}
 
 
 class Settings(BaseSettings):
@@ -32,7 +29,7 @@ class Settings(BaseSettings):
     compare_max_pixels: int = Field(default=capacity.COMPARE_MAX_PIXELS, gt=0)
     # Image formats accepted (comma-separated in the environment), recognised from the file's first bytes
     # (415 for anything else).
-    allowed_formats: Annotated[list[str], NoDecode] = Field(default_factory=lambda: list(DEFAULT_FORMATS))
+    allowed_formats: Annotated[list[str], NoDecode] = Field(default_factory=lambda: list(SERVICE_INPUT_FORMATS))
     # Largest image /v1/denoise answers synchronously; larger ones (up to max_pixels) go to POST /v1/jobs. The
     # default is what the slowest model denoises in capacity.SYNC_SECONDS on the measured machine (capacity.py).
     sync_max_pixels: int = Field(default=capacity.SYNC_MAX_PIXELS, gt=0)
@@ -111,8 +108,8 @@ class Settings(BaseSettings):
     @field_validator("allowed_formats")
     @classmethod
     def _known_formats(cls, value: list[str]) -> list[str]:
-        formats = [FORMAT_ALIASES.get(name.lower(), name.lower()) for name in value]
-        unknown = sorted(set(formats) - set(DEFAULT_FORMATS))
+        formats = [normalize_format(name).lower() for name in value]
+        unknown = sorted(set(formats) - set(SERVICE_INPUT_FORMATS))
         if unknown:
-            raise ValueError(f"unknown image formats {unknown}; known: {DEFAULT_FORMATS}")
+            raise ValueError(f"unknown image formats {unknown}; known: {list(SERVICE_INPUT_FORMATS)}")
         return formats

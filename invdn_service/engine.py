@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from invdn.models import registry
-from invdn.models.flops import count_parameters
+from invdn.models.flops import count_parameters, flops_per_megapixel
 from invdn_service.config import Settings
 from invdn_service.errors import NotReady
 
@@ -50,7 +50,7 @@ class LoadedModel:
     denoiser: Denoiser  # invdn.inference.engine.Denoiser around the module
     parameters: int  # parameter count
     device: torch.device  # where the module's weights live
-    flops_per_megapixel: float | None = None  # FLOPs of one pass per 10^6 pixels (None: not countable)
+    flops_per_megapixel: float | None = None  # invdn.models.flops.flops_per_megapixel (None: not countable)
 
     @property
     def name(self) -> str:
@@ -74,7 +74,6 @@ class ModelStore:
 
     def load_and_warm_up(self) -> None:
         """Blocking: load each registry model, wrap it for tiled inference, run a small image through it."""
-        from invdn.eval.compare import model_flops_per_megapixel
         from invdn.inference.engine import Denoiser
 
         rng = np.random.default_rng(0)
@@ -92,7 +91,7 @@ class ModelStore:
             )
             denoiser(warm_image, samples=1, ensemble=False, seed=0)
             try:
-                flops: float | None = model_flops_per_megapixel(module)
+                flops: float | None = flops_per_megapixel(module)
             except (RuntimeError, TypeError, ValueError) as exc:  # a model FLOPs cannot be counted for
                 log.warning("FLOPs of %s not counted: %s", spec.name, exc)
                 flops = None

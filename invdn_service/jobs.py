@@ -15,20 +15,16 @@ from PIL import Image
 
 from invdn.eval.metrics import psnr, quantize8, ssim
 from invdn.inference.tiles import TiledRun
-from invdn.io import images as imageio
+from invdn.io import formats
+from invdn.io.decode import LoadedImage
+from invdn.io.encode import check_writable, encode_image
+from invdn.io.errors import ImageError
 from invdn_service.engine import LoadedModel
 from invdn_service.errors import InvalidImagePair, InvalidOptions
 from invdn_service.metrics import ServiceMetrics
 from invdn_service.scheduler import Work
 from invdn_service.uploads import decode
 
-MEDIA_TYPES = {
-    "PNG": "image/png",
-    "JPEG": "image/jpeg",
-    "WEBP": "image/webp",
-    "TIFF": "image/tiff",
-    "BMP": "image/bmp",
-}
 SSIM_MIN_SIDE = 7  # scikit-image's SSIM window; smaller images get no SSIM
 RANDOM_INIT_NOTE = "random initialisation: no shipped weights"
 
@@ -52,7 +48,7 @@ class DenoiseOptions:
     samples: int  # latent draws averaged (stochastic models only)
     ensemble: bool  # 8-way flip/rotation self-ensemble
     seed: int  # seed of the latent draws
-    format: str  # png, jpeg, webp, tiff or keep
+    format: str  # keep or a writable format of invdn.io.formats, lower case
 
 
 @dataclass(frozen=True)
@@ -68,7 +64,7 @@ class DenoiseOutput:
 
     @property
     def extension(self) -> str:
-        return {"JPEG": "jpg", "TIFF": "tif"}.get(self.format, self.format.lower())
+        return formats.extension(self.format).lstrip(".")
 
 
 @dataclass
@@ -110,24 +106,23 @@ def denoise_tiles(
     return Denoised(out, seconds)
 
 
-def encode_output(image: imageio.LoadedImage, denoised: Denoised, output_format: str) -> DenoiseOutput:
+def encode_output(image: LoadedImage, denoised: Denoised, output_format: str) -> DenoiseOutput:
     """Encodes the denoised pixels like the upload (run in a thread)."""
     try:
-        fmt = imageio.output_format(image.format, output_format)
-        encoded = imageio.encode_image(image, denoised.pixels, format=output_format)
-    except imageio.ImageError as exc:  # the upload was fine; the requested output cannot hold it
+        fmt = check_writable(image, output_format)
+        encoded = encode_image(image, denoised.pixels, format=output_format)
+    except ImageError as exc:  # the upload was fine; the requested output cannot hold it
         raise InvalidOptions(f"format: {exc}") from exc
-    return DenoiseOutput(encoded, fmt, MEDIA_TYPES[fmt], 1000.0 * denoised.seconds, image.width, image.height)
+    media_type = formats.media_type(fmt)
+    return DenoiseOutput(encoded, fmt, media_type, 1000.0 * denoised.seconds, image.width, image.height)
 
 
-def check_output_format(image: imageio.LoadedImage, output_format: str) -> None:
+def check_output_format(image: LoadedImage, output_format: str) -> None:
     """Raises InvalidOptions (422) before any tile runs when the output format cannot hold the image."""
     try:
-        fmt = imageio.output_format(image.format, output_format)
-    except imageio.ImageError as exc:
+        check_writable(image, output_format)
+    except ImageError as exc:
         raise InvalidOptions(f"format: {exc}") from exc
-    if image.alpha is not None and fmt in imageio._FORMATS_WITHOUT_ALPHA:  # as encode_image would, after the tiles
-        raise InvalidOptions(f"format: {fmt} cannot store the alpha channel; choose png, webp or tiff")
 
 
 # ---------- compare ----------

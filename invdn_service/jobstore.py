@@ -14,7 +14,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Literal
 
-from invdn.io import images as imageio
+from invdn.io.errors import ImageError
 from invdn_service.engine import LoadedModel
 from invdn_service.errors import JobNotFound, Overloaded, ServiceError
 from invdn_service.jobs import (
@@ -146,7 +146,7 @@ class JobStore:
             job.status = "cancelled"
         except ServiceError as exc:
             job.status, job.error_code, job.error_detail = "failed", exc.code, str(exc.detail)
-        except imageio.ImageError as exc:
+        except ImageError as exc:
             job.status, job.error_code, job.error_detail = "failed", "undecodable_image", str(exc)
         except Exception:  # reported in the job's status; the traceback goes to the log
             log.exception("job %s failed", job.id)

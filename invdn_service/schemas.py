@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from invdn.io.formats import SERVICE_OUTPUT_FORMATS
 from invdn.models import registry
 
 MAX_SAMPLES = 8  # most latent draws averaged per request (time grows linearly)
@@ -15,7 +16,7 @@ MAX_SEED = 2**63 - 1
 ModelChoice = Literal[tuple(registry.choices())]  # type: ignore[valid-type]
 ModelName = Literal[tuple(registry.names())]  # type: ignore[valid-type]
 JobStatus = Literal["queued", "running", "done", "failed", "cancelled"]
-OutputFormat = Literal["png", "jpeg", "webp", "tiff", "keep"]
+OutputFormat = Literal[SERVICE_OUTPUT_FORMATS]  # type: ignore[valid-type]
 NoiseKind = Literal["awgn", "camera"]
 
 
@@ -103,6 +104,10 @@ class ModelInfo(BaseModel):
     model_type: str
     pretrained: bool
     parameters: int
+    flops_per_megapixel: float | None = Field(
+        description="FLOPs of one denoise call per output megapixel (invdn.models.flops.flops_per_megapixel, as "
+        "`invdn info` and /v1/compare report it); null when they could not be counted."
+    )
     config: dict[str, Any] = Field(description="The model's construction arguments.")
     weights: dict[str, Any] = Field(description="Shipped weights file, sha256 and the model card's numbers.")
 

@@ -16,7 +16,9 @@ from starlette.datastructures import FormData, Headers
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from invdn.io import images as imageio
+from invdn.io import decode as imagedecode
+from invdn.io import errors as imageerrors
+from invdn.io import formats
 from invdn_service.errors import (
     ImageTooLarge,
     ServiceError,
@@ -28,7 +30,6 @@ from invdn_service.errors import (
 from invdn_service.metrics import ServiceMetrics
 
 READ_CHUNK = 64 * 1024  # bytes read from an upload at a time
-SNIFF_BYTES = 64  # leading bytes enough to recognise every accepted format
 MAX_FORM_FILES = 2  # `file` and `reference`
 MAX_FORM_FIELDS = 16  # text fields of a form (model, samples, ...)
 MAX_FIELD_BYTES = 4096  # size of one text field
@@ -126,7 +127,7 @@ async def read_upload(upload: UploadFile, max_bytes: int) -> bytes:
 class ImageHeader:
     """What the header of an accepted image says."""
 
-    format: str  # as invdn.io.images names it: png, jpeg, webp, tiff, bmp
+    format: str  # as invdn.io.formats names it: PNG, JPEG, WEBP, TIFF, GIF, BMP
     width: int  # pixels
     height: int  # pixels
 
@@ -138,33 +139,33 @@ class ImageHeader:
 def check_image(data: bytes, allowed_formats: list[str], max_pixels: int) -> ImageHeader:
     """Format by content (415), then size from the header without decoding (413 over `max_pixels`, 422 when
     the header cannot be read)."""
-    kind = imageio.sniff_format(data[:SNIFF_BYTES])
+    kind = formats.sniff_format(data[: formats.SNIFF_BYTES])
     if kind is None or kind.lower() not in allowed_formats:
         shown = kind or "not a recognised image"
         raise UnsupportedFormat(f"unsupported file type ({shown}); accepted: {', '.join(allowed_formats)}")
     try:
-        _, width, height = imageio.read_image_header(data)
-    except imageio.ImageTooLarge as exc:  # Pillow's own bomb limit (~179 MP) tripped first: say ours instead
+        _, width, height = imagedecode.read_image_header(data)
+    except imageerrors.ImageTooLarge as exc:  # Pillow's own bomb limit (~179 MP) tripped first: say ours instead
         raise ImageTooLarge(f"image has more pixels than the limit of {max_pixels} pixels") from exc
-    except imageio.ImageError as exc:
+    except imageerrors.ImageError as exc:
         raise as_service_error(exc) from exc
     if width * height > max_pixels:
         raise ImageTooLarge(f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels} pixels")
     return ImageHeader(kind, width, height)
 
 
-def as_service_error(exc: imageio.ImageError) -> ServiceError:
+def as_service_error(exc: imageerrors.ImageError) -> ServiceError:
     """Maps the image library's errors to HTTP errors."""
-    if isinstance(exc, imageio.ImageTooLarge):
+    if isinstance(exc, imageerrors.ImageTooLarge):
         return ImageTooLarge(str(exc))
-    if isinstance(exc, imageio.UnsupportedImage):
+    if isinstance(exc, imageerrors.UnsupportedImage):
         return UnsupportedFormat(str(exc))
     return UndecodableImage(f"the image could not be decoded: {exc}")
 
 
-def decode(data: bytes, max_pixels: int) -> imageio.LoadedImage:
+def decode(data: bytes, max_pixels: int) -> imagedecode.LoadedImage:
     """Decodes an image already checked by `check_image` (run it off the event loop)."""
     try:
-        return imageio.decode_image(data, max_pixels=max_pixels)
-    except imageio.ImageError as exc:
+        return imagedecode.decode_image(data, max_pixels=max_pixels)
+    except imageerrors.ImageError as exc:
         raise as_service_error(exc) from exc

@@ -65,10 +65,12 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run from a checkout without installing
     sys.path.insert(0, str(ROOT))
 
+from invdn.io.atomic import swap_in_folder  # noqa: E402
 from invdn.models import registry  # noqa: E402
+from invdn.training.config import TrainConfig  # noqa: E402
 from invdn.training.data import list_images, read_image  # noqa: E402
 from invdn.training.noise import USERS_FILES_NOISE, make_noise, seed_from  # noqa: E402
-from invdn.training.trainer import TrainConfig, lr_factor  # noqa: E402
+from invdn.training.trainer import lr_factor  # noqa: E402
 
 MiB = 1 << 20
 DEFAULT_SHARD_MIB = 15.0
@@ -158,14 +160,10 @@ def _flatten_state(task, step: int, config: dict) -> tuple[dict[str, Tensor], di
 
 def _replace_folder(run: Path, name: str, tensors: dict[str, Tensor], meta: dict, limit_bytes: int) -> Path:
     """Write RUN/NAME.tmp, then swap it in for RUN/NAME (the old one stays whole until the new one is complete)."""
-    folder, tmp, old = run / name, run / f"{name}.tmp", run / f"{name}.old"
+    folder, tmp = run / name, run / f"{name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     save_sharded(tensors, tmp, meta, limit_bytes)
-    shutil.rmtree(old, ignore_errors=True)
-    if folder.exists():
-        folder.rename(old)
-    tmp.rename(folder)
-    shutil.rmtree(old, ignore_errors=True)
+    swap_in_folder(tmp, folder)
     return folder
 
 

@@ -25,8 +25,8 @@ import numpy as np
 import pytest
 import torch
 import uvicorn
+from helpers_service import encode, make_stubs, noisy_image, stub_provider, stub_settings
 from PIL import Image
-from service_fixtures import encode, make_stubs, noisy_image, stub_provider, stub_settings
 
 from invdn.eval.metrics import psnr
 from invdn.models import registry

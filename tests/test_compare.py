@@ -3,16 +3,12 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from click.testing import CliRunner
 from PIL import Image
 
 from invdn.cli import main
 from invdn.eval.compare import GRID_GAP, RANDOM_INIT_NOTE, compare, format_table, side_by_side_png
 from invdn.models import registry
-from invdn.models.danet import UNetD
-from invdn.models.invdn import InvDN, InvDNConfig
-from invdn.models.latent_clean import InvDNLC
 
 HEIGHT, WIDTH = 32, 48
 
@@ -24,21 +20,15 @@ def _clean_image() -> np.ndarray:
     return np.stack([rows + 0 * cols, cols + 0 * rows, 0.5 * (rows + cols)], axis=2)
 
 
-@pytest.fixture(scope="module")
-def models() -> dict[str, torch.nn.Module]:
-    torch.manual_seed(0)
-    return {"invdn": InvDNLC(), "invdn-paper": InvDN(InvDNConfig()), "danet-r": UNetD()}
-
-
-def test_compare_synthetic_awgn_reports_every_measure(models):
-    result = compare(_clean_image(), sigma=25, seed=0, models=models)
+def test_compare_synthetic_awgn_reports_every_measure(registry_models):
+    result = compare(_clean_image(), sigma=25, seed=0, models=registry_models)
     data = json.loads(json.dumps(result.to_dict(), allow_nan=False))
     assert data["mode"] == "synthetic" and data["noise"] == "awgn:25:clip8"
     assert set(data["models"]) == {"noisy", *registry.names()}
     noisy = data["models"]["noisy"]
     assert noisy["psnr"] == pytest.approx(20.17, abs=0.5)
     assert 0 < noisy["ssim"] < 1
-    for name, model in models.items():
+    for name, model in registry_models.items():
         row = data["models"][name]
         assert row["parameters"] == sum(p.numel() for p in model.parameters())
         assert row["psnr"] is not None and row["ssim"] is not None
@@ -58,61 +48,61 @@ def test_compare_synthetic_awgn_reports_every_measure(models):
     assert "28.9 % of DANet-R" in table and "4.19 % of DANet" in table and RANDOM_INIT_NOTE in table
 
 
-def test_noise_is_seeded_and_rounded_to_8_bits(models):
-    a = compare(_clean_image(), sigma=25, seed=1, models=models)
-    b = compare(_clean_image(), sigma=25, seed=1, models=models)
-    c = compare(_clean_image(), sigma=25, seed=2, models=models)
+def test_noise_is_seeded_and_rounded_to_8_bits(registry_models):
+    a = compare(_clean_image(), sigma=25, seed=1, models=registry_models)
+    b = compare(_clean_image(), sigma=25, seed=1, models=registry_models)
+    c = compare(_clean_image(), sigma=25, seed=2, models=registry_models)
     assert np.array_equal(a.images["noisy"], b.images["noisy"])
     assert not np.array_equal(a.images["noisy"], c.images["noisy"])
     assert a.row("noisy").psnr == b.row("noisy").psnr
 
 
-def test_trained_weights_are_not_flagged(models):
-    models["danet-r"].pretrained = True
+def test_trained_weights_are_not_flagged(registry_models):
+    registry_models["danet-r"].pretrained = True
     try:
-        result = compare(_clean_image(), sigma=15, models=models)
+        result = compare(_clean_image(), sigma=15, models=registry_models)
     finally:
-        models["danet-r"].pretrained = False
+        registry_models["danet-r"].pretrained = False
     assert result.row("danet-r").note == "" and result.row("invdn").note == RANDOM_INIT_NOTE
     assert len(result.warnings) == 2
 
 
-def test_reference_and_blind_modes(models):
+def test_reference_and_blind_modes(registry_models):
     clean8 = (_clean_image() * 255).round().astype(np.uint8)
-    same = compare(clean8, reference=clean8, models=models)
+    same = compare(clean8, reference=clean8, models=registry_models)
     assert same.mode == "reference" and same.row("noisy").psnr == float("inf")
     assert same.to_dict()["models"]["noisy"]["psnr"] is None  # JSON has no infinity
-    blind = compare(clean8, models=models)
+    blind = compare(clean8, models=registry_models)
     assert blind.mode == "blind" and blind.row("invdn").psnr is None
     assert "clean" not in blind.images
     panels = 1 + len(registry.names())
     assert Image.open(io.BytesIO(side_by_side_png(blind))).width == panels * WIDTH + (panels - 1) * GRID_GAP
 
 
-def test_camera_noise(models):
-    result = compare(_clean_image(), noise="camera", seed=0, models=models)
+def test_camera_noise(registry_models):
+    result = compare(_clean_image(), noise="camera", seed=0, models=registry_models)
     assert result.noise == "camera:clip8"
     assert not np.array_equal(result.images["noisy"], result.images["clean"])
 
 
-def test_bad_requests_are_refused(models):
+def test_bad_requests_are_refused(registry_models):
     image = _clean_image()
     with pytest.raises(ValueError, match="not both"):
-        compare(image, reference=image, sigma=25, models=models)
+        compare(image, reference=image, sigma=25, models=registry_models)
     with pytest.raises(ValueError, match="differs"):
-        compare(image, reference=image[:, :-1], models=models)
+        compare(image, reference=image[:, :-1], models=registry_models)
     with pytest.raises(ValueError, match="RGB"):
-        compare(image[..., 0], models=models)
+        compare(image[..., 0], models=registry_models)
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
-        compare(image * 255, models=models)
+        compare(image * 255, models=registry_models)
     with pytest.raises(ValueError, match="sigma"):
-        compare(image, sigma=-1, models=models)
+        compare(image, sigma=-1, models=registry_models)
     with pytest.raises(ValueError, match="unknown noise"):
-        compare(image, noise="salt", models=models)
+        compare(image, noise="salt", models=registry_models)
 
 
-def test_side_by_side_grid_has_a_labelled_panel_per_model(models):
-    result = compare(_clean_image(), sigma=25, models=models)
+def test_side_by_side_grid_has_a_labelled_panel_per_model(registry_models):
+    result = compare(_clean_image(), sigma=25, models=registry_models)
     grid = Image.open(io.BytesIO(side_by_side_png(result)))
     panels = 2 + len(registry.names())
     assert grid.width == panels * WIDTH + (panels - 1) * GRID_GAP and grid.height > HEIGHT

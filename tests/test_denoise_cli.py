@@ -8,58 +8,26 @@ import json
 import os
 import resource
 import signal
-import struct
 import subprocess
 import sys
 import time
-import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from click.testing import CliRunner
+from helpers import png16
 from PIL import Image, ImageCms
 
 from invdn.cli.denoise import denoise
-from invdn.io.images import decode_image
-from invdn.models.latent_clean import InvDNLC, InvDNLCConfig
-from invdn.models.weights import save
+from invdn.io.decode import decode_image
 
 ROOT = Path(__file__).resolve().parent.parent
 SRGB_ICC = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
 BROKEN = {"broken/truncated.jpg", "broken/notes.png"}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("INVDN_THREADS", "1")
-
-
-@pytest.fixture(scope="module")
-def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small random InvDN-LC (the default model) saved as a weights file, so runs take milliseconds per image."""
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("weights") / "tiny-invdn.safetensors"
-    model = InvDNLC(InvDNLCConfig(blocks_per_level=1, hidden=8, width=16, res_blocks=1))
-    with torch.no_grad():  # its cleaner starts as the identity: perturb it so outputs differ from inputs
-        for parameter in model.parameters():
-            parameter.add_(torch.randn_like(parameter) * 0.05)
-    save(model, path)
-    return path
-
-
-def _png16(samples: np.ndarray) -> bytes:
-    """A 16-bit RGB PNG written by hand (Pillow cannot write one)."""
-    height, width, _ = samples.shape
-
-    def chunk(kind: bytes, payload: bytes) -> bytes:
-        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
-
-    rows = samples.astype(">u2").reshape(height, -1).view(np.uint8)
-    raw = np.concatenate([np.zeros((height, 1), np.uint8), rows], axis=1).tobytes()
-    header = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: INVDN_THREADS=1
 
 
 def _photo(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
@@ -99,7 +67,7 @@ def make_mixed_folder(root: Path) -> dict[str, dict[str, object]]:
         put(f"camera/raw{index}.jpg", encoded(_photo(rng, 48, 32), "JPEG"), size=(32, 48), mode="RGB")
     for index in range(2):
         samples = rng.integers(0, 65536, (36, 44, 3), dtype=np.uint16)
-        put(f"deep16/scan{index}.png", _png16(samples), size=(44, 36), mode="RGB", bits=16)
+        put(f"deep16/scan{index}.png", png16(samples), size=(44, 36), mode="RGB", bits=16)
     grey16 = (rng.integers(0, 65536, (30, 30))).astype(np.uint16)
     put("deep16/grey16.png", encoded(grey16, "PNG"), size=(30, 30), mode="I;16", bits=16)
     alpha = rng.integers(0, 256, (40, 40), dtype=np.uint8)
@@ -209,7 +177,7 @@ def test_resume_after_sigkill(tmp_path: Path, tiny_weights: Path) -> None:
     assert 4 <= len(finished) < 30, "the run finished before it could be killed"
     for path in finished:  # whatever exists is whole
         assert decode_image(path).pixels.shape == (160, 200, 3)
-    # a file being written when the process died leaves only a temporary file, as write_image_atomic makes them
+    # a file being written when the process died leaves only a temporary file, as invdn.io.atomic makes them
     (out / "set0" / ".img27.png.k1ll3d00.invdn-tmp").write_bytes(b"partial")
 
     report = tmp_path / "rerun.jsonl"

@@ -6,7 +6,8 @@ import io
 import json
 from pathlib import Path
 
-from invdn.cli.denoise import Job, Reporter
+from invdn.batch.plan import Job
+from invdn.batch.progress import Reporter
 
 
 def _jobs(count: int) -> list[Job]:
@@ -55,7 +56,7 @@ def test_per_file_seconds_leave_out_the_wait_behind_other_files(tmp_path):
     from PIL import Image
 
     from invdn.batch.pipeline import Options
-    from invdn.cli.denoise import run_jobs
+    from invdn.batch.run import run_jobs
     from invdn.inference.engine import Denoiser
 
     class SlowIdentity(torch.nn.Module):

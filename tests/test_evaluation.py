@@ -14,15 +14,10 @@ from click.testing import CliRunner
 from PIL import Image
 from torch import nn
 
-from invdn.eval.suite import (
-    EvalConfig,
-    describe_model,
-    markdown_report,
-    model_method,
-    run_evaluation,
-    summarize,
-    write_outputs,
-)
+from invdn.eval.config import EvalConfig
+from invdn.eval.methods import describe_model, model_method
+from invdn.eval.report import markdown_report, summarize, write_outputs
+from invdn.eval.run import run_evaluation
 from invdn.models import registry
 from invdn.training.noise import seed_from
 

@@ -1,4 +1,4 @@
-"""invdn.io.images: decoding keeps what matters (orientation, alpha, bit depth, ICC, EXIF) and refuses bad files."""
+"""invdn.io decode/encode: decoding keeps what matters (orientation, alpha, bit depth, ICC, EXIF), refuses bad files."""
 
 from __future__ import annotations
 
@@ -10,18 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
+from helpers import png16
 from PIL import Image, ImageCms, ImageOps
 
-from invdn.io.images import (
-    CorruptImage,
-    ImageTooLarge,
-    UnsupportedImage,
-    decode_image,
-    encode_image,
-    read_image_header,
-    sniff_format,
-    write_image_atomic,
-)
+from invdn.io.atomic import current_umask, write_atomic
+from invdn.io.decode import decode_image, read_image_header
+from invdn.io.encode import encode_image
+from invdn.io.errors import CorruptImage, ImageTooLarge, UnsupportedImage
+from invdn.io.formats import sniff_format
 
 RNG = np.random.default_rng(0)
 RGB8 = RNG.integers(0, 256, (24, 32, 3), dtype=np.uint8)
@@ -33,20 +29,6 @@ def _save(array: np.ndarray, fmt: str, **options: object) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(array).save(buffer, format=fmt, **options)
     return buffer.getvalue()
-
-
-def _png_filter0(samples: np.ndarray) -> bytes:
-    """A 16-bit PNG built by hand (filter 0), independent of the code under test."""
-    height, width, channels = samples.shape
-
-    def chunk(kind: bytes, payload: bytes) -> bytes:
-        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
-
-    rows = samples.astype(">u2").reshape(height, -1).view(np.uint8)
-    raw = np.concatenate([np.zeros((height, 1), np.uint8), rows], axis=1).tobytes()
-    colour_type = {1: 0, 2: 4, 3: 2, 4: 6}[channels]
-    header = struct.pack(">IIBBBBB", width, height, 16, colour_type, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
 
 
 def _to16(pixels: np.ndarray) -> np.ndarray:
@@ -126,7 +108,7 @@ def test_rgb8_png_round_trip_is_exact() -> None:
 @pytest.mark.parametrize("channels", [1, 2, 3, 4])
 def test_16bit_png_read_and_written_at_16_bits(channels: int) -> None:
     samples = RNG.integers(0, 65536, (9, 13, channels), dtype=np.uint16)
-    image = decode_image(_png_filter0(samples))
+    image = decode_image(png16(samples))
     colour = 1 if channels <= 2 else 3
     assert image.bit_depth == 16 and image.channels == colour
     np.testing.assert_array_equal(_to16(image.pixels), samples[..., :colour])
@@ -171,7 +153,7 @@ def test_16bit_tiff_read_and_written_at_16_bits(channels: int) -> None:
 
 def test_16bit_grey_alpha_tiff_round_trip() -> None:
     samples = RNG.integers(0, 65536, (5, 7, 2), dtype=np.uint16)
-    image = decode_image(_png_filter0(samples))
+    image = decode_image(png16(samples))
     again = decode_image(encode_image(image, image.pixels, format="tiff"))
     assert (again.bit_depth, again.channels) == (16, 1)
     np.testing.assert_array_equal(_to16(again.pixels), samples[..., :1])
@@ -265,20 +247,18 @@ def test_cmyk_jpeg_converted_to_rgb() -> None:
 
 def test_write_image_atomic_never_clobbers(tmp_path: Path) -> None:
     target = tmp_path / "nested" / "out.png"
-    write_image_atomic(target, b"first")
+    write_atomic(target, b"first")
     assert target.read_bytes() == b"first"
     with pytest.raises(FileExistsError):
-        write_image_atomic(target, b"second")
+        write_atomic(target, b"second")
     assert target.read_bytes() == b"first"
-    write_image_atomic(target, b"third", overwrite=True)
+    write_atomic(target, b"third", overwrite=True)
     assert target.read_bytes() == b"third"
     assert sorted(p.name for p in target.parent.iterdir()) == ["out.png"]  # no temporary file left
 
 
 def test_umask_is_read_without_being_changed():
     import os
-
-    from invdn.io.images import current_umask
 
     old = os.umask(0o027)
     try:

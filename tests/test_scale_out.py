@@ -15,33 +15,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from click.testing import CliRunner
 from PIL import Image
 from test_denoise_cli import BROKEN, _checksums, _output_for, _photo, make_mixed_folder
 
 from invdn.batch.shard import parse_shard, shard_of, take_shard
 from invdn.cli.denoise import denoise
-from invdn.models.latent_clean import InvDNLC, InvDNLCConfig
-from invdn.models.weights import save
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(autouse=True)
-def _one_thread(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("INVDN_THREADS", "1")
-
-
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small random InvDN-LC, perturbed away from the identity, so runs take milliseconds per image."""
-    torch.manual_seed(1)
-    model = InvDNLC(InvDNLCConfig(blocks_per_level=1, hidden=8, width=16, res_blocks=1))
-    with torch.no_grad():
-        for parameter in model.parameters():
-            parameter.add_(torch.randn_like(parameter) * 0.05)
-    return save(model, tmp_path_factory.mktemp("weights") / "tiny.safetensors")
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: INVDN_THREADS=1
 
 
 def _run(args: list[str]) -> tuple[int, str]:
@@ -79,14 +63,15 @@ def test_shard_parsing_and_stability() -> None:
     assert all(shard_of(key, 1) == 1 for key in keys[:50])
 
 
-def test_shards_cover_every_file_once_survive_a_rerun_and_merge(tmp_path: Path, weights: Path) -> None:
+def test_shards_cover_every_file_once_survive_a_rerun_and_merge(tmp_path: Path, tiny_weights: Path) -> None:
     source, out = tmp_path / "in", tmp_path / "out"
     expect = make_mixed_folder(source)
     before = _checksums(source)
     reports = [tmp_path / f"shard{k}.jsonl" for k in (1, 2, 3)]
     codes = []
     for k, report in enumerate(reports, start=1):
-        args = [str(source), "-o", str(out), "--weights", str(weights), "--shard", f"{k}/3", "--report", str(report)]
+        args = [str(source), "-o", str(out), "--weights", str(tiny_weights), "--shard", f"{k}/3"]
+        args += ["--report", str(report)]
         code, err = _run(args)
         codes.append(code)
         assert "done" in err
@@ -110,7 +95,7 @@ def test_shards_cover_every_file_once_survive_a_rerun_and_merge(tmp_path: Path, 
     # a rerun of shard 2 skips its files and rewrites nothing
     mtimes = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
     code, err = _run(
-        [str(source), "-o", str(out), "--weights", str(weights), "--shard", "2/3", "--report", str(reports[1])]
+        [str(source), "-o", str(out), "--weights", str(tiny_weights), "--shard", "2/3", "--report", str(reports[1])]
     )
     rerun = _report(reports[1])[len(inputs[1]) :]
     assert {line["status"] for line in rerun} <= {"skipped", "failed"}
@@ -157,7 +142,7 @@ def test_shard_and_merge_usage_errors(tmp_path: Path) -> None:
     assert code == 2 and "--ray=ADDRESS" in err
 
 
-def test_import_and_local_run_do_not_import_ray(tmp_path: Path, weights: Path) -> None:
+def test_import_and_local_run_do_not_import_ray(tmp_path: Path, tiny_weights: Path) -> None:
     Image.fromarray(_photo(np.random.default_rng(1), 24, 24)).save(tmp_path / "a.png")
     script = (
         "import sys\n"
@@ -165,7 +150,7 @@ def test_import_and_local_run_do_not_import_ray(tmp_path: Path, weights: Path) -
         "from click.testing import CliRunner\n"
         "from invdn.cli.denoise import denoise\n"
         f"result = CliRunner().invoke(denoise, [{str(tmp_path / 'a.png')!r}, '-o', {str(tmp_path / 'o')!r}, "
-        f"'--weights', {str(weights)!r}, '--shard', '1/1'])\n"
+        f"'--weights', {str(tiny_weights)!r}, '--shard', '1/1'])\n"
         "assert result.exit_code == 0, result.output\n"
         "loaded = sorted(name for name in sys.modules if name.split('.')[0] in ('ray', 'pyarrow'))\n"
         "assert not loaded, loaded\n"
@@ -186,7 +171,7 @@ def ray_instance() -> object:
 
 @pytest.mark.slow
 def test_ray_writes_the_local_cli_bytes_and_reports_failures(
-    tmp_path: Path, weights: Path, ray_instance: object
+    tmp_path: Path, tiny_weights: Path, ray_instance: object
 ) -> None:
     from invdn.batch.ray import ActorSettings, ModelSettings, denoise_on_ray
 
@@ -194,7 +179,7 @@ def test_ray_writes_the_local_cli_bytes_and_reports_failures(
     expect = make_mixed_folder(source)
     good = sorted(_output_for(rel) for rel in expect if rel not in BROKEN)
     local, on_ray = tmp_path / "local", tmp_path / "ray"
-    base = ["--weights", str(weights), "--seed", "5"]
+    base = ["--weights", str(tiny_weights), "--seed", "5"]
     code, err = _run([str(source), "-o", str(local), *base, "--report", str(tmp_path / "local.jsonl")])
     assert code == 1, err
     mine = on_ray / "camera" / "raw0.jpg"  # a file of the user's where an output would go: kept
@@ -224,7 +209,7 @@ def test_ray_writes_the_local_cli_bytes_and_reports_failures(
         denoise_on_ray(
             [source.as_uri()],
             uri_out.as_uri(),
-            settings=ModelSettings(weights=weights),
+            settings=ModelSettings(weights=tiny_weights),
             actors=ActorSettings(actors=2),
             seed=5,
             shard=(k, 2),
@@ -235,7 +220,7 @@ def test_ray_writes_the_local_cli_bytes_and_reports_failures(
     assert sum(c["done"] for c in counts) == 28 and sum(c["failed"] for c in counts) == 2
     assert sorted(str(p.relative_to(uri_out)) for p in uri_out.rglob("*") if p.is_file()) == good
     assert all((uri_out / rel).read_bytes() == (local / rel).read_bytes() for rel in good)
-    again = denoise_on_ray([source.as_uri()], uri_out.as_uri(), settings=ModelSettings(weights=weights), seed=5)
+    again = denoise_on_ray([source.as_uri()], uri_out.as_uri(), settings=ModelSettings(weights=tiny_weights), seed=5)
     assert again == {"done": 0, "skipped": 28, "failed": 2}
 
 

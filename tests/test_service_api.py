@@ -10,36 +10,21 @@ import time
 
 import numpy as np
 import pytest
-from PIL import Image
-from service_fixtures import (
+from helpers_service import (
     encode,
     keep_torch_threads,
     make_stubs,
     noisy_image,
-    service_client,
     stub_provider,
     stub_settings,
+    upload,
     wait_ready,
 )
+from PIL import Image
 
 from invdn.eval.metrics import psnr, quantize8
 from invdn.inference.engine import Denoiser
 from invdn.models import registry
-
-
-@pytest.fixture(scope="module")
-def client_and_stubs():
-    with service_client() as pair:
-        yield pair
-
-
-@pytest.fixture
-def client(client_and_stubs):
-    return client_and_stubs[0]
-
-
-def upload(data: bytes, name: str = "photo.png", content_type: str = "image/png") -> dict:
-    return {"file": (name, data, content_type)}
 
 
 def decode_png(data: bytes) -> np.ndarray:

@@ -12,17 +12,13 @@ import time
 import numpy as np
 import pytest
 import torch
+from helpers_service import denoise_post_scope, encode, make_stubs, noisy_image, png_bomb, service_client, upload
 from PIL import Image
-from service_fixtures import denoise_post_scope, encode, make_stubs, noisy_image, png_bomb, service_client
 
 from invdn.inference.engine import Denoiser
 from invdn.inference.tiles import TiledRun
 from invdn.models import registry
 from invdn_service.config import Settings
-
-
-def upload(data: bytes, name: str = "photo.png") -> dict:
-    return {"file": (name, data, "image/png")}
 
 
 def metric(client, pattern: str) -> float:

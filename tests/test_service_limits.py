@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 import pytest
-from service_fixtures import (
+from helpers_service import (
     denoise_post_scope,
     encode,
     make_stubs,
@@ -18,16 +18,13 @@ from service_fixtures import (
     service_client,
     stub_provider,
     stub_settings,
+    upload,
 )
 
-from invdn.io import images as imageio
+from invdn.io import decode as imageio
 from invdn.models import registry
 from invdn_service.app import create_app
 from invdn_service.config import Settings
-
-
-def upload(data: bytes, name: str = "photo.png") -> dict:
-    return {"file": (name, data, "image/png")}
 
 
 def rejects(client, reason: str) -> float:
@@ -39,6 +36,7 @@ def rejects(client, reason: str) -> float:
 
 @pytest.fixture(scope="module")
 def client():
+    """Overrides conftest's `client`: a service with small upload, pixel and compare limits."""
     with service_client(max_upload_bytes=64 * 1024, max_pixels=100 * 100, compare_max_pixels=40 * 40) as (c, _):
         yield c
 

@@ -6,17 +6,9 @@ import os
 import re
 from pathlib import Path
 
-import pytest
 from click.testing import CliRunner
-from service_fixtures import service_client
 
 STATIC = Path(__file__).resolve().parent.parent / "invdn_service" / "static"
-
-
-@pytest.fixture(scope="module")
-def client():
-    with service_client() as (c, _):
-        yield c
 
 
 def test_page_is_served_with_its_own_assets(client):

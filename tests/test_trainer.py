@@ -7,24 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from safetensors.torch import load_file
 
+from invdn.training.config import TrainConfig, parse_duration
 from invdn.training.losses import backward_loss, charbonnier, downscale, forward_loss, ssim_map
-from invdn.training.trainer import TrainConfig, Trainer, lr_factor, parse_duration
-
-
-@pytest.fixture(scope="module")
-def image_folder(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("train_images")
-    rng = np.random.default_rng(0)
-    for i in range(3):
-        yy, xx = np.mgrid[0:40, 0:48]
-        img = np.stack([(xx * (i + 1) * 5) % 256, (yy * 7) % 256, ((xx + yy) * 3) % 256], -1)
-        img = (img + rng.integers(0, 20, img.shape)).clip(0, 255).astype(np.uint8)
-        Image.fromarray(img).save(root / f"img{i}.png")
-    Image.fromarray(rng.integers(0, 255, (36, 36), dtype=np.uint8)).save(root / "grey.png")
-    return root
+from invdn.training.trainer import Trainer, lr_factor
 
 
 def small_config(tmp_path: Path, data: Path, **kw) -> TrainConfig:
@@ -109,7 +96,8 @@ def test_ddp_two_gloo_processes(tmp_path, image_folder):
     script = tmp_path / "ddp.py"
     script.write_text(
         "import sys, torch\n"
-        "from invdn.training.trainer import Trainer, TrainConfig\n"
+        "from invdn.training.config import TrainConfig\n"
+        "from invdn.training.trainer import Trainer\n"
         "torch.set_num_threads(1)\n"
         f"cfg = TrainConfig(model='invdn', data=[{str(image_folder)!r}], noise='awgn:25', name='ddp',\n"
         f"    runs_dir={str(tmp_path)!r}, patch=32, batch=2, blocks_per_level=1, max_steps=2, log_every=1,\n"

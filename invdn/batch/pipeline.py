@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from invdn.inference.engine import Denoiser
-    from invdn.io.images import LoadedImage
+    from invdn.io.decode import LoadedImage
 
 
 @dataclass
@@ -44,7 +44,7 @@ class SetupError(ValueError):
 
 def decode(data: bytes | Path, options: Options) -> LoadedImage:
     """Step 1: the input file's bytes (or path) -> pixels and metadata; refuses images over `max_pixels`."""
-    from invdn.io.images import decode_image
+    from invdn.io.decode import decode_image
 
     return decode_image(data, max_pixels=options.max_pixels)
 
@@ -63,7 +63,7 @@ def denoise_pixels(
 
 def encode(image: LoadedImage, pixels: np.ndarray, fmt: str, options: Options) -> bytes:
     """Step 3: the output file's bytes, with the input's alpha, ICC profile, EXIF, bit depth and mode."""
-    from invdn.io.images import encode_image
+    from invdn.io.encode import encode_image
 
     return encode_image(image, pixels, format=fmt, quality=options.quality)
 
@@ -78,7 +78,7 @@ def denoise_bytes(data: bytes, fmt: str, denoiser: Denoiser, options: Options) -
 
 def failure_reason(exc: BaseException) -> str:
     """One line saying why a file failed, for the terminal and the report."""
-    from invdn.io.images import ImageError
+    from invdn.io.errors import ImageError
 
     if isinstance(exc, ImageError):
         return str(exc)

@@ -2,7 +2,7 @@
 
 Ray Data hands the planned files to a pool of actors; each actor loads the model once (on CPU, or on a GPU with
 `gpus_per_actor`) and runs, per file, the same steps as the local `invdn denoise` (`invdn.batch.pipeline`: decode,
-denoise, encode) before writing with the same never-overwrite, atomic rules. Outputs are therefore
+denoise, encode) before writing with the same never-overwrite, atomic rules (`invdn.io.atomic`). Outputs are therefore
 byte-identical to the local CLI's. A file that fails comes back as a "failed" report line; nothing is raised.
 
 Inputs and outputs are local paths (shared by every node, e.g. NFS) or URIs that `pyarrow.fs` opens (s3://...,
@@ -24,7 +24,8 @@ from invdn.models import registry
 if TYPE_CHECKING:
     import numpy as np
 
-    from invdn.cli.denoise import Job, Reporter
+    from invdn.batch.plan import Job
+    from invdn.batch.progress import Reporter
 
 
 class RayUnavailable(RuntimeError):
@@ -68,7 +69,7 @@ def process_file(source: str | Path, target: str | Path, fmt: str, denoiser: Any
     """
     from invdn.batch.pipeline import denoise_bytes, failure_reason
     from invdn.io import uris
-    from invdn.io.images import write_image_atomic
+    from invdn.io.atomic import write_atomic
 
     started = time.perf_counter()
     row: dict[str, Any] = {"status": "failed", "reason": "", "width": -1, "height": -1, "bytes": 0}
@@ -78,7 +79,7 @@ def process_file(source: str | Path, target: str | Path, fmt: str, denoiser: Any
         if uris.is_uri(target):
             uris.write_atomic(str(target), encoded, overwrite=options.overwrite)
         else:
-            write_image_atomic(target, encoded, overwrite=options.overwrite)
+            write_atomic(target, encoded, overwrite=options.overwrite)
         row["status"], row["bytes"] = "done", len(encoded)
     except Exception as exc:  # one file's failure is reported, never fatal to the run
         row["reason"] = failure_reason(exc)
@@ -111,9 +112,10 @@ class DenoiseActor:
         self.options = options
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[Any]]:
-        """Denoise a batch of planned files: local ones through the CLI's own pipeline (`run_jobs`: the next file
-        decoded and the previous one encoded while the model works), URIs one by one (`process_file`)."""
-        from invdn.cli.denoise import Job, run_jobs
+        """Denoise a batch of planned files: local ones through the local pipeline (`invdn.batch.run.run_jobs`: the
+        next file decoded and the previous one encoded while the model works), URIs one by one (`process_file`)."""
+        from invdn.batch.plan import Job
+        from invdn.batch.run import run_jobs
 
         rows: dict[str, list[Any]] = {key: [] for key in _RESULT_KEYS}
 
@@ -134,7 +136,7 @@ class DenoiseActor:
                 local.append((int(index), Job(source=Path(str(source)), target=Path(str(target)), fmt=str(fmt))))
         if local:
             collector = _Collector()
-            run_jobs([job for _, job in local], self.denoiser, self.options, collector, workers=1, fail_fast=False)  # type: ignore[arg-type]
+            run_jobs([job for _, job in local], self.denoiser, self.options, collector, workers=1, fail_fast=False)
             for index, job in local:
                 width, height = job.size or (-1, -1)
                 row = {"status": job.status, "reason": job.reason, "width": width, "height": height}
@@ -151,7 +153,7 @@ def _location(value: object) -> str | Path:
 
 
 class _Collector:
-    """Stands in for the CLI's Reporter inside an actor: the jobs themselves carry the results back."""
+    """Stands in for the Reporter inside an actor (a `invdn.batch.run.JobSink`): the jobs carry the results back."""
 
     def record(self, job: Job, progressed: float = 0.0) -> None:
         pass
@@ -196,7 +198,7 @@ def run_on_ray(
     fail_fast: bool = False,
     on_untrained: Any = None,
 ) -> bool:
-    """Denoise `jobs` (pending, planned by the CLI's planner) on the connected Ray cluster.
+    """Denoise `jobs` (pending, planned by `invdn.batch.plan`) on the connected Ray cluster.
 
     Each finished file is filled in (status, reason, size, bytes, seconds) and passed to `reporter.record`, as
     in the local pipeline. `on_untrained()` is called once if the actors found no trained weights. Returns False
@@ -278,36 +280,29 @@ def denoise_on_ray(
     Uses the cluster this process is connected to, else joins `address` (None: RAY_ADDRESS or a new local
     instance) for the call. Appends one JSON line per file to `report` when given. Returns the counts
     {"done", "skipped", "failed"}; per-file failures are counted and reported, not raised. Planning problems
-    (an output inside an input, a missing input...) raise click.UsageError with the CLI's message.
+    (an output inside an input, a missing input...) raise `invdn.batch.plan.PlanError` (or
+    `invdn.io.uris.UriError`) with the CLI's message.
     """
-    from invdn.cli.denoise import Reporter, plan_jobs
+    from invdn.batch.plan import PlanRequest, plan_jobs, remove_stale_temp_files
+    from invdn.batch.run import run_batch
 
-    jobs = plan_jobs(
-        tuple(str(item) for item in inputs), str(output), fmt.lower(), suffix, recursive, allow_inside,
-        shard, overwrite, skip_existing, uri_inputs=True,
-    )  # fmt: skip
-    todo = [job for job in jobs if job.status == "pending"]
+    sources = tuple(str(item) for item in inputs)
+    request = PlanRequest(sources, str(output), fmt.lower(), suffix, recursive, allow_inside)
+    jobs = plan_jobs(request, shard, overwrite, skip_existing, uri_inputs=True)
     options = Options.from_cli(overwrite, quality, samples, ensemble, seed, max_megapixels)
-    stream = None
-    if report is not None:
-        report.parent.mkdir(parents=True, exist_ok=True)
-        stream = open(report, "a", encoding="utf-8")  # closed below
-    reporter = Reporter(len(jobs), 0.0, stream, quiet=True)
     connected = connect(address)
     try:
-        from invdn.cli.denoise import remove_stale_temp_files
-        from invdn.io import uris
-
-        remove_stale_temp_files([job for job in jobs if not uris.is_uri(job.target)])
-        uris.remove_stale_temp_files(jobs)
-        for job in jobs:
-            if job.status != "pending":
-                reporter.record(job)
-        run_on_ray(todo, settings or ModelSettings(), options, reporter, actors)
+        remove_stale_temp_files(jobs)
+        outcome = run_batch(
+            jobs,
+            lambda todo, reporter: run_on_ray(todo, settings or ModelSettings(), options, reporter, actors),
+            report,
+            quiet=True,
+            in_order=False,
+        )
     finally:
-        reporter.close()
-        if stream is not None:
-            stream.close()
         if connected:
             _import_ray().shutdown()
-    return dict(reporter.counts)
+    if outcome.interrupted:
+        raise KeyboardInterrupt
+    return outcome.counts

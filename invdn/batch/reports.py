@@ -12,6 +12,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from invdn.io.atomic import write_atomic
+
 STATUSES = ("done", "skipped", "failed")
 
 
@@ -79,7 +81,38 @@ def merge_reports(paths: list[Path]) -> MergedReport:
 
 def write_report(path: Path, lines: list[dict], overwrite: bool = False) -> None:
     """Write report lines to `path` atomically; an existing file is kept (FileExistsError) unless `overwrite`."""
-    from invdn.io.images import write_image_atomic
-
     data = "".join(json.dumps(line) + "\n" for line in lines).encode("utf-8")
-    write_image_atomic(path, data, overwrite=overwrite)
+    write_atomic(path, data, overwrite=overwrite)
+
+
+def merge_report_files(paths: list[Path], destination: Path | None, overwrite: bool = False) -> MergedReport:
+    """`invdn denoise --merge-reports`: merge the reports `paths` into the new file `destination`.
+
+    ReportError (with the message for the user) when there is no destination, it is one of the reports, it
+    exists and not `overwrite`, or a report cannot be read.
+    """
+    if destination is None:
+        raise ReportError("--merge-reports writes the merged report to --report FILE; give one")
+    if any(path.resolve() == destination.resolve() for path in paths):
+        raise ReportError(f"--report {destination} is one of the reports being merged; name a new file")
+    merged = merge_reports(paths)
+    try:
+        write_report(destination, merged.lines, overwrite=overwrite)
+    except FileExistsError as exc:
+        raise ReportError(f"{destination} exists; pass --overwrite to replace it") from exc
+    return merged
+
+
+def merge_messages(merged: MergedReport, reports: int, destination: Path, quiet: bool) -> list[str]:
+    """What `--merge-reports` tells the user: overlaps, failed files (unless `quiet`), then the counts."""
+    overlap = "was denoised by more than one of these runs (overlapping shards?)"
+    lines = [f"warning: {name} {overlap}" for name in merged.duplicates]
+    if not quiet:
+        failed = [line for line in merged.lines if line["status"] == "failed"]
+        lines += [f"failed {line.get('input')}: {line.get('reason')}" for line in failed]
+    counts = merged.counts
+    lines.append(
+        f"merged {reports} report(s), {merged.read} line(s) -> {destination}: {len(merged.lines)} file(s), "
+        f"done {counts['done']}, skipped {counts['skipped']}, failed {counts['failed']}"
+    )
+    return lines

@@ -5,14 +5,16 @@ pixels per second, all in one process on the same images, straightforward code a
   8-way ensemble) at 0.25 MP (512x512) and 1 MP
   (1024x1024) through `model.denoise` on the whole image, and at 12 MP (4000x3000) through the tiling engine
   `invdn.inference.engine.Denoiser` (its automatic tile size); CBM3D (`bm3d` package) at 1 MP. The straightforward
-  path (`config.fast = False`) runs beside the optimised one for before/after ratios.
+  path (the model's own plain PyTorch) runs beside the optimised one (its `invdn.inference.fast` variant, which the
+  engine uses) for before/after ratios; with `compile_sizes`, also `torch.compile` of the plain model (inductor,
+  freezing), whose first call (compilation included) is reported apart.
 - FLOPs come from `invdn.models.flops` (torch.utils.flop_counter); achieved GFLOP/s counts output pixels only (tile
   overlaps are extra work, not extra credit). `fraction_of_reference` divides by the rate of a 64->64 3x3
   convolution, channels-last, on a 1x64x256x256 float32 tensor measured in this process.
-- Training: one optimisation step of each registry model's real task
+- Training (one code path: the models' own): one optimisation step of each registry model's real task
   (`invdn.training.trainer.make_task`: loss, backward,
-  clip, Adam) on a batch of 8 96x96 patches, from the shipped weights; the paper InvDN also memory-saving; each
-  path, and bf16 autocast where the trainer allows it, plus how far bf16 gradients are from fp32 ones.
+  clip, Adam) on a batch of 8 96x96 patches, from the shipped weights; the paper InvDN also memory-saving; fp32 and
+  bf16 autocast where the trainer allows it, plus how far bf16 gradients are from fp32 ones.
 - bf16 rows run only where the CPU has native bf16 (`invdn.runtime.bf16_native`); elsewhere a note says why not.
 - Clock: best of `repeats` wall-clock runs; with one thread, the CPU time of that thread instead, which other
   processes on a shared machine do not inflate (everything here computes on the calling thread).
@@ -33,8 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from invdn.inference import kernels
 from invdn.inference.engine import is_stochastic
+from invdn.inference.fast import for_inference
 from invdn.models.flops import flops_per_megapixel
 
 SIZES = {0.25: (512, 512), 1.0: (1024, 1024), 12.0: (4000, 3000)}  # nominal megapixels -> (width, height)
@@ -45,7 +47,7 @@ TRAIN_BATCH, TRAIN_PATCH = 8, 96
 @dataclass
 class SpeedRow:
     method: str  # a registry label ("InvDN-LC", "InvDN (paper)", "DANet-R"), "... x8 ensemble", or "CBM3D"
-    path: str  # "straightforward" (config.fast=False), "optimised", or "-" for CBM3D
+    path: str  # "straightforward" (the model's code), "optimised" (invdn.inference.fast), "compiled", "-" (CBM3D)
     precision: str  # "fp32" or "bf16" (CPU autocast)
     megapixels: float  # nominal size: 0.25, 1 or 12
     width: int
@@ -55,17 +57,17 @@ class SpeedRow:
     seconds_per_mp: float  # per output megapixel
     gflops_per_s: float | None  # FLOPs of the network on the output pixels / seconds
     fraction_of_reference: float | None  # gflops_per_s / the reference convolution's rate
+    first_call_seconds: float | None = None  # wall time of the untimed first call (compiled: compilation included)
 
 
 @dataclass
 class TrainRow:
     model: str  # a registry label
     mode: str  # "plain" or "memory-saving" (InvDN paper), "l1" (DANet-R)
-    path: str  # "straightforward" or "optimised"
     precision: str  # "fp32" or "bf16" (autocast, as `invdn train --bf16`)
     step_seconds: float  # best of the timed steps
     pixels_per_s: float  # batch * patch^2 / step_seconds
-    speedup: float  # over the straightforward fp32 step of the same model and mode
+    speedup: float  # over the fp32 step of the same model and mode
 
 
 @dataclass
@@ -125,23 +127,29 @@ def _autocast(precision: str):
     return torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
 
 
-def _whole_image_call(model: nn.Module, pixels: np.ndarray, precision: str, ensemble: bool) -> Callable[[], object]:
+def _runner(model: nn.Module, path: str) -> Callable[..., torch.Tensor]:
+    """The denoise call of a path: the model's own, its inference variant, or torch.compile of the model's own."""
+    if path == "optimised":
+        return for_inference(model).denoise
+    if path == "compiled":
+        return torch.compile(model.denoise)  # inductor; freezing is switched on around the calls
+    return model.denoise
+
+
+def _whole_image_call(
+    model: nn.Module, path: str, pixels: np.ndarray, precision: str, ensemble: bool
+) -> Callable[[], object]:
     x = torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1)))[None]
+    runner = _runner(model, path)
+    seeded = is_stochastic(model) and path != "compiled"  # compiled: the global generator (dynamo takes no Generator)
 
     def run() -> object:
         with torch.inference_mode(), _autocast(precision):
-            if is_stochastic(model):
-                return model.denoise(x, ensemble=ensemble, generator=torch.Generator().manual_seed(0))
-            return model.denoise(x, ensemble=ensemble)
+            if seeded:
+                return runner(x, ensemble=ensemble, generator=torch.Generator().manual_seed(0))
+            return runner(x, ensemble=ensemble)
 
     return run
-
-
-def _set_fast(model: nn.Module, fast: bool) -> None:
-    """Switch every (sub)network with a `config.fast` flag between its optimised and straightforward code."""
-    for module in model.modules():
-        if hasattr(getattr(module, "config", None), "fast"):
-            module.config.fast = fast
 
 
 def inference_rows(
@@ -153,7 +161,10 @@ def inference_rows(
     straightforward_sizes: list[float],
     ensemble_sizes: list[float],
     precisions: tuple[str, ...] = ("fp32", "bf16"),
+    compile_sizes: tuple[float, ...] = (),
 ) -> list[SpeedRow]:
+    import torch._inductor.config as inductor_config
+
     from invdn.inference.engine import Denoiser
 
     rows = []
@@ -168,11 +179,12 @@ def inference_rows(
                 variants.insert(0, ("straightforward", "fp32", False))
             if model is models_first(models) and mp in ensemble_sizes:
                 variants.append(("optimised", "fp32", True))
+            if mp in compile_sizes and mp < 12:
+                variants += [("compiled", precision, False) for precision in precisions]
             for path, precision, ensemble in variants:
-                _set_fast(model, path == "optimised")
-                tile = None
+                tile, first = None, None
                 if mp >= 12:
-                    denoiser = Denoiser(model, device="cpu", precision=precision)
+                    denoiser = Denoiser(model, device="cpu", precision=precision, optimised=path == "optimised")
                     tile = denoiser.tile_size()
 
                     def run(denoiser: Denoiser = denoiser, ensemble: bool = ensemble, pixels=pixels) -> object:
@@ -180,7 +192,12 @@ def inference_rows(
 
                     seconds = timer.best(run, repeats=1, warmup=0)
                 else:
-                    seconds = timer.best(_whole_image_call(model, pixels, precision, ensemble), repeats)
+                    call = _whole_image_call(model, path, pixels, precision, ensemble)
+                    with inductor_config.patch(freezing=True):
+                        start = time.perf_counter()
+                        call()
+                        first = time.perf_counter() - start
+                        seconds = timer.best(call, repeats, warmup=0)
                 work = flops * out_mp * (8 if ensemble else 1)
                 gflops = work / seconds / 1e9
                 rows.append(
@@ -196,9 +213,9 @@ def inference_rows(
                         seconds_per_mp=seconds / out_mp,
                         gflops_per_s=gflops,
                         fraction_of_reference=gflops / reference,
+                        first_call_seconds=first,
                     )
                 )
-            _set_fast(model, True)
     return rows
 
 
@@ -208,11 +225,11 @@ def models_first(models: dict[str, nn.Module]) -> nn.Module:
 
 
 def cbm3d_row(timer: Timer, mp: float = 1.0) -> SpeedRow:
-    from invdn.eval.suite import _bm3d
+    from invdn.eval.methods import bm3d_denoise
 
     width, height = SIZES[mp]
     pixels = test_image(width, height)
-    seconds = timer.best(lambda: _bm3d(pixels, SIGMA / 255.0), repeats=1, warmup=0)
+    seconds = timer.best(lambda: bm3d_denoise(pixels, SIGMA / 255.0), repeats=1, warmup=0)
     out_mp = width * height / 1e6
     return SpeedRow("CBM3D", "-", "fp64", mp, width, height, None, seconds, seconds / out_mp, None, None)
 
@@ -234,15 +251,15 @@ def _training_batch(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     return noisy, clean_batch
 
 
-def _make_task(model: str, fast: bool, memory_saving: bool):
+def _make_task(model: str, memory_saving: bool):
     """The registry model's training task (`invdn.training.trainer.make_task`), from the shipped weights."""
     from invdn.models.weights import load
-    from invdn.training.trainer import TrainConfig, make_task
+    from invdn.training.config import TrainConfig
+    from invdn.training.trainer import make_task
 
     task = make_task(TrainConfig(model=model, memory_saving=memory_saving), None, torch.device("cpu"))
     net = task.modules["main"]
     net.load_state_dict(load(model).state_dict())
-    _set_fast(net, fast)
     return task
 
 
@@ -251,16 +268,14 @@ def training_rows(timer: Timer, repeats: int, precisions: tuple[str, ...] = ("fp
 
     noisy, clean = _training_batch()
     pixels = TRAIN_BATCH * TRAIN_PATCH * TRAIN_PATCH
-    every = [("straightforward", "fp32")] + [("optimised", p) for p in precisions]
-    plan = [(spec.label, spec.name, "plain", False, every) for spec in registry.MODELS]
-    fp32_only = [("straightforward", "fp32"), ("optimised", "fp32")]
-    plan.insert(2, ("InvDN (paper)", "invdn-paper", "memory-saving", True, fp32_only))
+    plan = [(spec.label, spec.name, "plain", False, precisions) for spec in registry.MODELS]
+    plan.insert(2, ("InvDN (paper)", "invdn-paper", "memory-saving", True, ("fp32",)))
     rows = []
     for label, model, mode, memory_saving, variants in plan:
         mode = "l1" if model == "danet-r" else mode
         base = None
-        for path, precision in variants:
-            task = _make_task(model, path == "optimised", memory_saving)
+        for precision in variants:
+            task = _make_task(model, memory_saving)
 
             def step(task=task, precision: str = precision) -> None:
                 torch.manual_seed(0)
@@ -269,7 +284,7 @@ def training_rows(timer: Timer, repeats: int, precisions: tuple[str, ...] = ("fp
 
             seconds = timer.best(step, repeats)
             base = seconds if base is None else base
-            rows.append(TrainRow(label, mode, path, precision, seconds, pixels / seconds, base / seconds))
+            rows.append(TrainRow(label, mode, precision, seconds, pixels / seconds, base / seconds))
     return rows
 
 
@@ -280,7 +295,7 @@ def bf16_gradient_agreement() -> dict:
 
     out = {}
     for name in registry.names():
-        task = _make_task(name, fast=True, memory_saving=False)
+        task = _make_task(name, memory_saving=False)
         model = task.modules["main"]
         model.train()
         grads = []
@@ -318,7 +333,7 @@ def bf16_psnr_cost(dataset: str | Path, limit: int | None, sigma: float = SIGMA)
 
     for spec in registry.MODELS:
         name, label = spec.name, spec.label
-        model = load(name).eval()
+        model = for_inference(load(name).eval())  # what the engine runs
         scores: dict[str, list[float]] = {"fp32": [], "bf16": []}
         for index in range(len(folder)):
             item = folder[index]
@@ -348,14 +363,15 @@ def run(
     psnr_data: str | Path | None = None,
     psnr_limit: int | None = None,
     progress: Callable[[str], None] | None = None,
+    compile_sizes: tuple[float, ...] = (),
 ) -> SpeedReport:
     from invdn.models import registry
     from invdn.models.weights import load
-    from invdn.runtime import bf16_native, configure_threads
+    from invdn.runtime import bf16_native, configure_threads, tune_allocator
 
     say = progress or (lambda message: None)
     used = configure_threads(threads=threads)
-    kernels.tune_allocator()
+    tune_allocator()
     timer = Timer(used)
     repeats = repeats if repeats is not None else (1 if quick else 3)
     report = SpeedReport(
@@ -388,6 +404,7 @@ def run(
         straightforward_sizes=sizes,
         ensemble_sizes=[0.25],
         precisions=precisions,
+        compile_sizes=compile_sizes,
     )
     report.notes.append("8-way ensemble measured at 0.25 MP only (at 12 MP it would take ~8x the fp32 time)")
     if quick:
@@ -432,13 +449,18 @@ def summary(report: SpeedReport) -> dict:
                     out[f"{key}_bf16_speedup_over_fp32"] = fast.seconds / bf16.seconds
                 if straight is not None:
                     out[f"{key}_optimised_speedup_over_straightforward"] = straight.seconds / fast.seconds
+            for precision, opt in (("fp32", fast), ("bf16", bf16)):
+                compiled = row(label, "compiled", precision, mp)
+                if opt is not None and compiled is not None:  # < 1: compile is faster in steady state
+                    out[f"{key}_{precision}_compiled_time_over_optimised"] = compiled.seconds / opt.seconds
+                    out[f"{key}_{precision}_compiled_first_call_s"] = compiled.first_call_seconds
             if label != "DANet-R":  # seconds per MP against DANet-R's in the same run: < 1 is faster
                 for precision in ("fp32", "bf16"):
                     mine, ref = row(label, "optimised", precision, mp), row("DANet-R", "optimised", precision, mp)
                     if mine is not None and ref is not None:
                         out[f"{key}_{precision}_time_over_danet_r"] = mine.seconds / ref.seconds
     for t in report.training:
-        if t.path == "optimised":
+        if t.precision != "fp32":
             out[f"train_{slug(t.model)}_{t.mode}_{t.precision}_speedup".replace("-", "_")] = t.speedup
     for label, value in report.psnr.items():
         if isinstance(value, dict):
@@ -454,23 +476,24 @@ def format_table(report: SpeedReport) -> str:
         f"fp32: {ref:.0f} GFLOP/s",
         "",
         f"{'method':<25} {'path':<16} {'prec':<5} {'MP':>5} {'size':>9} {'tile':>5} {'s':>8} {'s/MP':>7} "
-        f"{'GFLOP/s':>8} {'of ref':>7}",
+        f"{'GFLOP/s':>8} {'of ref':>7} {'1st s':>7}",
     ]
     for r in report.rows:
         gflops = f"{r.gflops_per_s:8.0f}" if r.gflops_per_s is not None else f"{'-':>8}"
         frac = f"{r.fraction_of_reference:7.2f}" if r.fraction_of_reference is not None else f"{'-':>7}"
         lines.append(
             f"{r.method:<25} {r.path:<16} {r.precision:<5} {r.megapixels:5.2f} {r.width:>4}x{r.height:<4} "
-            f"{r.tile or '-':>5} {r.seconds:8.2f} {r.seconds_per_mp:7.2f} {gflops} {frac}"
+            f"{r.tile or '-':>5} {r.seconds:8.2f} {r.seconds_per_mp:7.2f} {gflops} {frac} "
+            f"{r.first_call_seconds if r.first_call_seconds is not None else float('nan'):7.2f}"
         )
     lines += [
         "",
         f"training step, batch {TRAIN_BATCH} x {TRAIN_PATCH}x{TRAIN_PATCH} (loss, backward, clip, Adam):",
-        f"{'model':<14} {'mode':<14} {'path':<16} {'prec':<5} {'step s':>7} {'kpx/s':>7} {'speedup':>8}",
+        f"{'model':<14} {'mode':<14} {'prec':<5} {'step s':>7} {'kpx/s':>7} {'speedup':>8}",
     ]
     for t in report.training:
         lines.append(
-            f"{t.model:<14} {t.mode:<14} {t.path:<16} {t.precision:<5} {t.step_seconds:7.3f} "
+            f"{t.model:<14} {t.mode:<14} {t.precision:<5} {t.step_seconds:7.3f} "
             f"{t.pixels_per_s / 1e3:7.1f} {t.speedup:8.2f}"
         )
     if report.bf16_gradients:

@@ -7,6 +7,7 @@ importing torch, and no module is discovered by scanning files.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 
 import click
 
@@ -19,6 +20,15 @@ COMMANDS: dict[str, str] = {
     "eval": "invdn.cli.evaluate:evaluate",
     "denoise": "invdn.cli.denoise:denoise",
     "serve": "invdn.cli.serve:serve",
+}
+
+# The optional extra (pyproject.toml) each command needs beyond the core install, and modules that show it is there.
+EXTRAS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "serve": ("serve", ("fastapi", "uvicorn", "pydantic_settings", "skimage")),
+    "train": ("train", ("matplotlib",)),
+    "eval": ("eval", ("skimage", "bm3d", "matplotlib")),
+    "compare": ("eval", ("skimage",)),
+    "bench": ("eval", ("skimage", "bm3d")),
 }
 
 SHORT_HELP: dict[str, str] = {
@@ -43,18 +53,50 @@ class LazyGroup(click.Group):
         if target is None:
             return None
         module_name, attr = target.split(":")
+        missing = _missing_module(cmd_name)
+        if missing is not None:
+            return _needs_extra(cmd_name, missing)
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise
-            return None  # command not installed in this build
+            if exc.name == module_name:
+                return None  # command not installed in this build
+            raise
         return getattr(module, attr)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         rows = [(name, SHORT_HELP.get(name, "")) for name in self.list_commands(ctx)]
         with formatter.section("Commands"):
             formatter.write_dl(rows)
+
+
+def _missing_module(name: str) -> str | None:
+    """The first module of the command's extra that is not installed, else None."""
+    for module in EXTRAS.get(name, ("", ()))[1]:
+        try:
+            if importlib.util.find_spec(module) is None:
+                return module
+        except (ImportError, ValueError):
+            return module
+    return None
+
+
+def _needs_extra(name: str, missing: str) -> click.Command:
+    """A stand-in command that says which extra to install (`invdn[serve]` etc.) and exits with status 1."""
+    extra = EXTRAS[name][0]
+
+    def fail(**_: object) -> None:
+        raise click.ClickException(
+            f"`invdn {name}` needs the package {missing!r}, from the {extra!r} extra: pip install 'invdn[{extra}]'"
+        )
+
+    return click.Command(
+        name,
+        callback=fail,
+        help=SHORT_HELP.get(name),
+        context_settings={"ignore_unknown_options": True},
+        params=[click.Argument(["args"], nargs=-1, type=click.UNPROCESSED)],
+    )
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "show_default": True})

@@ -49,8 +49,21 @@ def memory(as_json: bool, depths: str, batch: int, size: int, repeats: int, devi
     help="Clean image folder (e.g. CBSD68) on which to measure bf16's PSNR cost at sigma 25.",
 )
 @click.option("--psnr-limit", type=int, default=None, help="Use only the first N images of --psnr-data.")
+@click.option(
+    "--compile",
+    "compiled",
+    is_flag=True,
+    help="Also time torch.compile of each model's plain code (inductor, freezing) at 0.25 and 1 MP, with its first "
+    "call (compilation) apart: the measurement behind keeping the hand-fused inference variants.",
+)
 def speed(
-    as_json: bool, quick: bool, threads: int | None, repeats: int | None, psnr_data: str | None, psnr_limit: int | None
+    as_json: bool,
+    quick: bool,
+    threads: int | None,
+    repeats: int | None,
+    psnr_data: str | None,
+    psnr_limit: int | None,
+    compiled: bool,
 ) -> None:
     """Inference s/MP and GFLOP/s against a reference convolution, and training pixels/s, before and after."""
     from invdn.bench import speed as bench_speed
@@ -62,5 +75,6 @@ def speed(
         psnr_data=psnr_data,
         psnr_limit=psnr_limit,
         progress=lambda message: click.echo(f"[bench speed] {message}", err=True),
+        compile_sizes=(0.25, 1.0) if compiled else (),
     )
     click.echo(bench_speed.as_json(report) if as_json else bench_speed.format_table(report))

@@ -21,7 +21,8 @@ def _read_rgb(path: Path, what: str) -> np.ndarray:
     """An image file as float32 (H, W, 3) in [0, 1]; grey is repeated to three channels, alpha dropped."""
     import numpy as np
 
-    from invdn.io.images import ImageError, decode_image
+    from invdn.io.decode import decode_image
+    from invdn.io.errors import ImageError
 
     try:
         loaded = decode_image(path)
@@ -87,7 +88,7 @@ def compare(
 
     from invdn.eval.compare import compare as run_compare
     from invdn.eval.compare import format_table, side_by_side_png
-    from invdn.io.images import write_image_atomic
+    from invdn.io.atomic import write_atomic
     from invdn.runtime import configure_threads
 
     configure_threads()
@@ -104,7 +105,7 @@ def compare(
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
     try:
-        write_image_atomic(grid_path, side_by_side_png(result), overwrite=overwrite)
+        write_atomic(grid_path, side_by_side_png(result), overwrite=overwrite)
     except FileExistsError as exc:
         raise click.ClickException(f"{exc}; pass --overwrite to replace it") from exc
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import click
 
 
@@ -27,17 +25,7 @@ import click
 )
 def serve(host: str, port: int, workers: int, log_level: str) -> None:
     """Run the REST API and web page (http://HOST:PORT/). Limits come from INVDN_* environment variables."""
-    import uvicorn
+    from invdn_service.server import serve as run_server
 
-    # Every process reads its settings from the environment; tell them how many processes share the cores.
-    os.environ["INVDN_PROCESSES"] = str(workers)
     click.echo(f"invdn service on http://{host}:{port}/ (API docs at /docs), {workers} process(es)")
-    uvicorn.run(
-        "invdn_service.app:create_app",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        log_level=log_level,
-        timeout_graceful_shutdown=30,
-    )
+    run_server(host=host, port=port, workers=workers, log_level=log_level)

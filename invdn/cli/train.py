@@ -5,13 +5,7 @@ from __future__ import annotations
 import click
 
 from invdn.models import registry
-from invdn.training.trainer import DEFAULT_NOISE
-
-
-def torch_capability() -> str:
-    import torch
-
-    return torch.backends.cpu.get_cpu_capability()
+from invdn.training.config import DEFAULT_NOISE
 
 
 @click.command()
@@ -95,34 +89,24 @@ def train(**opts) -> None:
     Run under `torchrun --nproc-per-node N` for data parallelism."""
     import os
 
+    import torch
+
     from invdn.runtime import configure_threads
-    from invdn.training.trainer import TrainConfig, Trainer, parse_duration
+    from invdn.training.config import TrainConfig, emulated_bf16_warning
+    from invdn.training.trainer import Trainer
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     configure_threads(workers=world, threads=opts.pop("threads"))  # DataLoader workers run 1 thread each
-    precision = "bf16" if opts["bf16"] else opts.pop("precision")
-    opts.pop("precision", None)
-    if precision == "auto":
-        from invdn.runtime import auto_precision
-
-        precision = "fp32" if opts["memory_saving"] else auto_precision(opts["device"])
-    elif precision == "bf16" and opts["device"] == "cpu":
-        from invdn.runtime import bf16_native
-
-        if not bf16_native():
-            click.echo("warning: this CPU has no native bf16; oneDNN emulates it (about 10x slower)", err=True)
-    opts["bf16"] = precision == "bf16"
     resume = opts.pop("resume")
-    opts["data"] = list(opts["data"])
-    opts["model"] = registry.get(opts["model"]).name
-    opts["name"] = opts["name"] or opts["model"]
-    opts["time_budget"] = parse_duration(opts["time_budget"])
-    opts["checkpoint_every"] = parse_duration(opts["checkpoint_every"])
-    trainer = Trainer(TrainConfig(**opts), resume=resume)
+    config = TrainConfig.from_cli(**opts)
+    warning = emulated_bf16_warning(config)
+    if warning:
+        click.echo(f"warning: {warning}", err=True)
+    trainer = Trainer(config, resume=resume)
     if trainer.rank == 0:
         click.echo(
-            f"training {opts['model']} from step {trainer.step} in {trainer.run_dir} "
-            f"({'bf16' if opts['bf16'] else 'fp32'}, CPU capability {torch_capability()})",
+            f"training {config.model} from step {trainer.step} in {trainer.run_dir} "
+            f"({'bf16' if config.bf16 else 'fp32'}, CPU capability {torch.backends.cpu.get_cpu_capability()})",
             err=True,
         )
     result = trainer.train()

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -25,8 +24,10 @@ from PIL import Image, ImageDraw, ImageFont
 from torch import nn
 
 from invdn.eval.metrics import psnr, quantize8, ssim
+from invdn.inference.fast import for_inference
 from invdn.models import registry
-from invdn.models.danet import DANetConfig, count_parameters, danet_parameter_counts
+from invdn.models.danet import DANetConfig, danet_parameter_counts
+from invdn.models.flops import count_parameters, flops_per_megapixel
 
 MODEL_KEYS = tuple(registry.names())  # the denoisers compared, in table order
 LABELS = {"noisy": "noisy", **{spec.name: spec.label for spec in registry.MODELS}, "clean": "clean"}
@@ -34,9 +35,6 @@ NOISE_KINDS = ("awgn", "camera")
 RANDOM_INIT_NOTE = "random initialisation: no shipped weights"
 GRID_GAP = 4  # pixels between the panels of the side-by-side grid
 SSIM_MIN_SIDE = 7  # scikit-image's SSIM window; smaller images get no SSIM
-FLOPS_PROBE_SIZE = 64  # side of the square input on which FLOPs are counted before scaling to 1 MP
-
-_FLOPS_CACHE: dict[str, float] = {}
 
 
 @dataclass
@@ -49,7 +47,7 @@ class RowReport:
     ssim: float | None  # against the reference; None without a reference or below 7x7
     ms: float | None  # wall time of the denoise call in milliseconds; None for the noisy input
     parameters: int | None  # trainable parameters of the network
-    flops_per_megapixel: float | None  # FLOPs of one inference pass per 10^6 pixels
+    flops_per_megapixel: float | None  # invdn.models.flops.flops_per_megapixel at this run's `samples`
     pretrained: bool | None  # False: randomly initialised network
     note: str = ""  # e.g. the random-initialisation warning
 
@@ -163,28 +161,6 @@ def _synthesise(clean: np.ndarray, spec: str, seed: int) -> np.ndarray:
     return noisy[0].permute(1, 2, 0).numpy().astype(np.float32)
 
 
-def model_flops_per_megapixel(model: nn.Module, samples: int = 1, size: int = FLOPS_PROBE_SIZE) -> float:
-    """FLOPs of one `denoise` call per megapixel, counted by torch on a size x size input and scaled.
-
-    Both networks are fully convolutional, so FLOPs grow linearly with the pixel count. Cached per model type,
-    configuration and `samples` (InvDN decodes once per latent draw).
-    """
-    from invdn.models.flops import count_flops
-
-    args = json.dumps(_model_args(model), sort_keys=True)
-    key = f"{getattr(model, 'model_type', type(model).__name__)}:{args}:{samples}:{size}"
-    if key not in _FLOPS_CACHE:
-        weight = next(model.parameters())
-        probe = torch.rand((1, 3, size, size), generator=torch.Generator().manual_seed(0)).to(weight)
-
-        def run() -> object:
-            with torch.no_grad():
-                return model.denoise(probe, samples=samples)
-
-        _FLOPS_CACHE[key] = count_flops(run) * 1e6 / (size * size)
-    return _FLOPS_CACHE[key]
-
-
 def _model_args(model: nn.Module) -> dict[str, Any]:
     return dict(getattr(model, "model_args", {}) or {})
 
@@ -209,7 +185,7 @@ def _run_denoiser(model: nn.Module, noisy: torch.Tensor, samples: int, seed: int
         torch.cuda.synchronize(noisy.device)
     start = time.perf_counter()
     with torch.no_grad():
-        output = model.denoise(noisy, samples=samples, generator=generator)
+        output = for_inference(model).denoise(noisy, samples=samples, generator=generator)
     if noisy.device.type == "cuda":
         torch.cuda.synchronize(noisy.device)
     return output, 1000.0 * (time.perf_counter() - start)
@@ -276,7 +252,7 @@ def compare(
         model.eval()
         if name == "danet-r" and _model_args(model):
             danet_config = DANetConfig(**_model_args(model))
-        flops = model_flops_per_megapixel(model, samples)
+        flops = flops_per_megapixel(model, samples)
         output, ms = _run_denoiser(model, noisy_tensor.to(next(model.parameters()).dtype), samples, seed)
         output8 = _to_uint8(output)
         images[name] = output8

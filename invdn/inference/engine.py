@@ -17,7 +17,10 @@ import psutil
 import torch
 from torch import nn
 
+from invdn.inference.fast import for_inference
 from invdn.models import registry
+from invdn.models.geometry import padding_for
+from invdn.runtime import tune_allocator
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -135,14 +138,11 @@ def tile_positions(length: int, tile: int, overlap: int, multiple: int = 1) -> l
 
 
 def pad_to_grid(pixels: np.ndarray, multiple: int) -> np.ndarray:
-    """(H, W, C) padded bottom/right to multiples of `multiple`, as `invdn.models.invdn.pad_to_multiple` pads a tensor
-    (reflect, or edge when the image is too small to reflect)."""
-    height, width = pixels.shape[:2]
-    ph, pw = (-height) % multiple, (-width) % multiple
+    """(H, W, C) padded bottom/right to multiples of `multiple` by the models' rule (`geometry.padding_for`)."""
+    ph, pw, mode = padding_for(pixels.shape[0], pixels.shape[1], multiple)
     if ph == 0 and pw == 0:
         return pixels
-    mode = "reflect" if ph < height and pw < width else "edge"
-    return np.pad(pixels, ((0, ph), (0, pw), (0, 0)), mode=mode)
+    return np.pad(pixels, ((0, ph), (0, pw), (0, 0)), mode="edge" if mode == "replicate" else mode)
 
 
 def balanced_tile(length: int, tile: int, overlap: int, multiple: int = 1) -> int:
@@ -195,8 +195,10 @@ class Denoiser:
         precision: str = "fp32",
         tile: int | None = None,
         overlap: int | None = None,
+        optimised: bool = True,
     ) -> None:
-        """`overlap` None: the model's own (`model_overlap`, from the registry)."""
+        """`overlap` None: the model's own (`model_overlap`, from the registry). `optimised` False runs the model's
+        own plain code instead of its inference variant (`invdn.inference.fast`; for benchmarks and checks)."""
         if not hasattr(model, "denoise"):
             raise TypeError("model must have a .denoise(x) method")
         overlap = model_overlap(model) if overlap is None else overlap
@@ -210,6 +212,8 @@ class Denoiser:
         self.dtype = check_precision(self.device, precision)
         self.precision = precision
         self.model = model.eval().to(self.device)
+        self.runner = for_inference(self.model) if optimised else self.model  # same results (tests/test_fast.py)
+        tune_allocator()
         self.model_type = str(getattr(model, "model_type", "unknown"))
         self.in_channels = int(getattr(getattr(model, "config", None), "in_channels", 3) or 3)
         self.tile = tile
@@ -226,6 +230,15 @@ class Denoiser:
         side = int(math.sqrt(budget / per_pixel)) // 32 * 32
         floor = -(-max(model_min_tile(self.model), 2 * self.overlap + 32) // 32) * 32
         return max(floor, min(side, MAX_AUTO_TILE.get(self.device.type, 1024)))
+
+    def check(self, pixels: np.ndarray, samples: int) -> None:
+        """Raise ValueError unless `pixels` is (H, W, 1 or 3) for this model and `samples` >= 1."""
+        if pixels.ndim != 3 or pixels.shape[2] not in (1, 3):
+            raise ValueError(f"pixels must be (H, W, 1) or (H, W, 3), got {pixels.shape}")
+        if samples < 1:
+            raise ValueError(f"samples must be >= 1, got {samples}")
+        if self.in_channels not in (1, 3) or (self.in_channels == 1 and pixels.shape[2] == 3):
+            raise ValueError(f"this model takes {self.in_channels}-channel images, not {pixels.shape[2]}-channel")
 
     def tile_size(self) -> int:
         """The tile side used: the explicit one, else one chosen from available memory."""
@@ -245,9 +258,9 @@ class Denoiser:
             torch.autocast(device_type=self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32),
         ):
             if is_stochastic(self.model):
-                y = self.model.denoise(x, samples=samples, ensemble=ensemble, generator=generator)
+                y = self.runner.denoise(x, samples=samples, ensemble=ensemble, generator=generator)
             else:
-                y = self.model.denoise(x, ensemble=ensemble)
+                y = self.runner.denoise(x, ensemble=ensemble)
             y = y.float().clamp(0.0, 1.0)
             if channels == 1 and y.shape[1] != 1:
                 y = y.mean(dim=1, keepdim=True)
@@ -268,12 +281,7 @@ class Denoiser:
         The same `seed` gives the same output; None draws a fresh seed. `progress(done, total)` is called
         after each tile.
         """
-        if pixels.ndim != 3 or pixels.shape[2] not in (1, 3):
-            raise ValueError(f"pixels must be (H, W, 1) or (H, W, 3), got {pixels.shape}")
-        if samples < 1:
-            raise ValueError(f"samples must be >= 1, got {samples}")
-        if self.in_channels not in (1, 3) or (self.in_channels == 1 and pixels.shape[2] == 3):
-            raise ValueError(f"this model takes {self.in_channels}-channel images, not {pixels.shape[2]}-channel")
+        self.check(pixels, samples)
         if seed is None:
             seed = int(torch.seed())
         height0, width0 = pixels.shape[:2]

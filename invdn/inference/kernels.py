@@ -1,12 +1,9 @@
-"""Fast CPU building blocks shared by the optimised InvDN and DANet-R paths (same mathematics, fewer passes).
+"""Fast CPU building blocks of the inference-only variants in `invdn.inference.fast` (same mathematics, fewer passes).
 
 - `conv(x, w, b, act=..., add=...)`: a 2-D convolution with its LeakyReLU or a following addition done inside
   oneDNN's kernel (one pass over memory instead of two or three), via the `mkldnn._convolution_pointwise`
   operators that torch.compile's CPU backend also emits. Where those operators are missing (another build,
   another device) or refuse the input, it falls back to `F.conv2d` plus the same arithmetic.
-- `tune_allocator()`: keeps large freed blocks inside the process (glibc `mallopt`), so a convolution's 16-128 MB
-  output no longer costs thousands of page faults on every call; without it large images ran up to ~2x slower
-  per pixel than small ones.
 - `compute_dtype(t)`: the dtype to run convolutions in, following an active CPU autocast (bf16).
 - `WeightCache`: prepared (concatenated, scaled, cast, channels-last) copies of parameters for inference, rebuilt
   whenever a parameter changes (optimizer step, `load_state_dict`, `.to()`).
@@ -14,10 +11,6 @@
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import os
-import platform
 from collections.abc import Callable, Sequence
 
 import torch
@@ -25,34 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 CHANNELS_LAST = torch.channels_last
-_M_TRIM_THRESHOLD = -1  # glibc mallopt parameter numbers
-_M_MMAP_THRESHOLD = -3
-_allocator_tuned: bool | None = None
 _fused_ok: dict[tuple[str, torch.dtype], bool] = {}
-
-
-def tune_allocator(threshold: int = 1 << 30) -> bool:
-    """Serve allocations below `threshold` bytes from the heap and keep freed memory; once per process.
-
-    Returns whether it applied (glibc on Linux only; set INVDN_NO_MALLOC_TUNING=1 to opt out).
-    """
-    global _allocator_tuned
-    if _allocator_tuned is not None:
-        return _allocator_tuned
-    _allocator_tuned = False
-    if os.environ.get("INVDN_NO_MALLOC_TUNING") or platform.system() != "Linux":
-        return False
-    name = ctypes.util.find_library("c")
-    if not name:
-        return False
-    try:
-        libc = ctypes.CDLL(name)
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False
-    ok = bool(mallopt(_M_MMAP_THRESHOLD, threshold)) and bool(mallopt(_M_TRIM_THRESHOLD, 2 * threshold))
-    _allocator_tuned = ok
-    return ok
 
 
 def compute_dtype(t: Tensor) -> torch.dtype:
@@ -60,19 +26,6 @@ def compute_dtype(t: Tensor) -> torch.dtype:
     if t.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
         return torch.get_autocast_dtype("cpu")
     return t.dtype
-
-
-def plain_eager() -> bool:
-    """True outside tracing, compiling and dispatch modes (e.g. FlopCounterMode): the fused kernels are hidden
-    from those tools, so they see and count the straightforward convolutions."""
-    try:
-        from torch.utils._python_dispatch import _get_current_dispatch_mode
-
-        if _get_current_dispatch_mode() is not None:
-            return False
-    except ImportError:  # pragma: no cover - older or newer torch without it
-        pass
-    return not torch.compiler.is_compiling()
 
 
 def channels_last(t: Tensor) -> Tensor:

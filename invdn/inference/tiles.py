@@ -51,12 +51,7 @@ class TiledRun:
         seed: int = 0,
         max_tile: int | None = None,
     ) -> None:
-        if pixels.ndim != 3 or pixels.shape[2] not in (1, 3):
-            raise ValueError(f"pixels must be (H, W, 1) or (H, W, 3), got {pixels.shape}")
-        if samples < 1:
-            raise ValueError(f"samples must be >= 1, got {samples}")
-        if denoiser.in_channels not in (1, 3) or (denoiser.in_channels == 1 and pixels.shape[2] == 3):
-            raise ValueError(f"this model takes {denoiser.in_channels}-channel images, not {pixels.shape[2]}-channel")
+        denoiser.check(pixels, samples)
         self.denoiser = denoiser
         self.pixels = pixels
         self.samples = samples

@@ -11,14 +11,7 @@ Channels split into x1 (the first `split`) and x2 (the rest):
 
 F, G and H come from an injected `subnet_constructor(c_in, c_out)`.
 
-Fast paths (used while `block.fast` is True, which `InvDN` sets from `InvDNConfig.fast`; same mathematics):
-- `fast_forward` / `fast_inverse` (inference, no autograd) work on the split state (x1, x2) kept channels-last
-  between blocks, so no per-block concatenation or slicing of the state; LeakyReLUs and the additions
-  `x1 + F(.)`, `G(.) + x2 * exp(s)`, `x2 - G(.)` run inside the convolution kernels
-  (`invdn.inference.kernels.conv`), with
-  weights prepared once (cast, channels-last, scaled by 0.5 for the tanh form, negated for subtractions), cached
-  until a parameter changes. Under CPU autocast (bf16) the subnets run in bf16 while the state x1, x2 and the
-  coupling arithmetic stay in float32, which keeps the inverse accurate.
+The inference engine runs an optimised copy (`invdn.inference.fast.FastCoupling`), same mathematics.
 """
 
 from __future__ import annotations
@@ -26,13 +19,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from invdn.inference import kernels
 from invdn.models.invertible import InvertibleModule
-from invdn.models.subnets import ResNetSubnet, SubnetConstructor
-
-# F's last convolution runs as 1x1 taps + shifted sums (`kernels.conv3x3_by_taps`) up to this many outputs: measured
-# on oneDNN (AVX-512, float32, one thread) 1.6-2x faster for 3 outputs, 2x slower for 9.
-TAPS_MAX_OUT = 4
+from invdn.models.subnets import SubnetConstructor
 
 
 def _at_least_float32(t: Tensor) -> Tensor:
@@ -50,8 +38,6 @@ class AffineCoupling(InvertibleModule):
         self.F = subnet_constructor(self.split2, self.split1)
         self.G = subnet_constructor(self.split1, self.split2)
         self.H = subnet_constructor(self.split1, self.split2)
-        self.fast = True  # use the fused paths below (InvDN sets it from its config); False: straightforward code
-        self._inference_weights = kernels.WeightCache()
 
     def log_scale(self, y1: Tensor) -> Tensor:
         """clamp * tanh(H(y1) / 2) (== clamp * (2 * sigmoid(H) - 1)), in float32 even under bf16 autocast: the
@@ -59,11 +45,6 @@ class AffineCoupling(InvertibleModule):
         raw = self.H(y1)
         with torch.autocast(y1.device.type, enabled=False):
             return self.clamp * torch.tanh(0.5 * _at_least_float32(raw))
-
-    @property
-    def fusable(self) -> bool:
-        """Whether the fused G/H and inference kernels apply (all three subnets are "resnet" ones)."""
-        return self.fast and all(isinstance(net, ResNetSubnet) for net in (self.F, self.G, self.H))
 
     def scale_and_shift(self, y1: Tensor) -> tuple[Tensor, Tensor]:
         """(s, G(y1)) with s = log_scale(y1).
@@ -73,104 +54,6 @@ class AffineCoupling(InvertibleModule):
         plain ones), so that variant was removed.
         """
         return self.log_scale(y1), _at_least_float32(self.G(y1))  # the shift in float32 too (see log_scale)
-
-    # ---- inference kernels (no autograd) on the split, channels-last state ----
-
-    def _prepare(self, dtype: torch.dtype) -> dict[str, Tensor]:
-        f, g, h = self.F, self.G, self.H
-
-        def w(t: Tensor, scale: float = 1.0) -> Tensor:
-            return kernels.prepared(t * scale if scale != 1.0 else t, dtype)
-
-        def b(t: Tensor, scale: float = 1.0) -> Tensor:
-            return (t.detach() * scale).to(dtype).contiguous()
-
-        return {
-            "f1w": w(f.conv1.weight), "f1b": b(f.conv1.bias),
-            "f2w": w(f.conv2.weight), "f2b": b(f.conv2.bias),
-            "f3w": w(f.conv3.weight), "f3b": b(f.conv3.bias),
-            "f3w_neg": w(f.conv3.weight, -1.0), "f3b_neg": b(f.conv3.bias, -1.0),
-            "f3w_taps": kernels.taps_weight(w(f.conv3.weight)),
-            "f3w_taps_neg": kernels.taps_weight(w(f.conv3.weight, -1.0)),
-            "g1w": w(g.conv1.weight), "g1b": b(g.conv1.bias),
-            "g2w": w(g.conv2.weight), "g2b": b(g.conv2.bias),
-            "h1w": w(h.conv1.weight), "h1b": b(h.conv1.bias),
-            "h2w": w(h.conv2.weight), "h2b": b(h.conv2.bias),
-            "g3w": w(g.conv3.weight), "g3b": b(g.conv3.bias),
-            "g3w_neg": w(g.conv3.weight, -1.0), "g3b_neg": b(g.conv3.bias, -1.0),
-            "h3w": w(h.conv3.weight, 0.5), "h3b": b(h.conv3.bias, 0.5),  # tanh(0.5 * H) as tanh(H')
-        }  # fmt: skip
-
-    def _weights(self, dtype: torch.dtype) -> dict[str, Tensor]:
-        return self._inference_weights.get(list(self.parameters()), dtype, self._prepare)
-
-    @staticmethod
-    def _conv_add(x: Tensor, w: Tensor, b: Tensor, add: Tensor) -> Tensor:
-        """conv(x) + add, the addition fused when `add` is in the convolution's dtype."""
-        if add.dtype == x.dtype:
-            return kernels.conv(x, w, b, add=add)
-        return kernels.conv(x, w, b).to(add.dtype).add_(add)
-
-    def _f_apply(self, a: Tensor, b: Tensor, wts: dict[str, Tensor], sign: str, dtype: torch.dtype) -> Tensor:
-        """a + F(b) (sign "") or a - F(b) (sign "_neg"), F in `dtype`."""
-        bc = kernels.channels_last(b.to(dtype))
-        slope = self.F.act.negative_slope
-        hid = kernels.conv(bc, wts["f1w"], wts["f1b"], act="lrelu", slope=slope)
-        hid = kernels.conv(hid, wts["f2w"], wts["f2b"], act="lrelu", slope=slope)
-        cat = torch.cat([bc, hid], dim=1)
-        if self.F.conv3.out_channels <= TAPS_MAX_OUT and dtype == torch.float32 == a.dtype:
-            return kernels.conv3x3_by_taps(cat, wts["f3w_taps" + sign], wts["f3b" + sign], a)
-        return self._conv_add(cat, wts["f3w" + sign], wts["f3b" + sign], a)
-
-    def _gh_hidden(self, y1: Tensor, wts: dict[str, Tensor], dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-        """The inputs of G's and H's last convolutions, [y1, hidden_G] and [y1, hidden_H], in `dtype`.
-
-        G and H stay two networks here: on oneDNN one grouped convolution (groups=2) for both second layers
-        measured ~10% slower than two plain ones, and splitting a fused first layer's output costs a copy.
-        """
-        yc = kernels.channels_last(y1.to(dtype))
-        slope = self.G.act.negative_slope  # H's is the same (one subnet class)
-        out = []
-        for net in "gh":
-            hid = kernels.conv(yc, wts[net + "1w"], wts[net + "1b"], act="lrelu", slope=slope)
-            hid = kernels.conv(hid, wts[net + "2w"], wts[net + "2b"], act="lrelu", slope=slope)
-            out.append(torch.cat([yc, hid], dim=1))
-        return out[0], out[1]
-
-    def _tanh_scale(self, cat_h: Tensor, wts: dict[str, Tensor], state_dtype: torch.dtype) -> Tensor:
-        s = kernels.conv(cat_h, wts["h3w"], wts["h3b"], act="tanh").to(state_dtype)
-        return s.mul_(self.clamp) if self.clamp != 1.0 else s
-
-    @torch.no_grad()
-    def fast_forward(
-        self, a: Tensor, b: Tensor, need_x2: bool = True, dtype: torch.dtype | None = None
-    ) -> tuple[Tensor, Tensor | None]:
-        """(x1, x2) -> (y1, y2) for inference; tensors channels-last. `need_x2=False` skips G and H (y2 None).
-
-        `dtype`: the subnets' compute dtype (default: bf16 under CPU autocast, else the state's).
-        """
-        dtype = dtype or kernels.compute_dtype(a)
-        with torch.autocast("cpu", enabled=False):
-            wts = self._weights(dtype)
-            y1 = self._f_apply(a, b, wts, "", dtype)
-            if not need_x2:
-                return y1, None
-            cat_g, cat_h = self._gh_hidden(y1, wts, dtype)
-            scaled = self._tanh_scale(cat_h, wts, b.dtype).exp_().mul_(b)  # x2 * exp(s)
-            y2 = self._conv_add(cat_g, wts["g3w"], wts["g3b"], scaled)  # + G(y1)
-        return y1, y2
-
-    @torch.no_grad()
-    def fast_inverse(self, a: Tensor, b: Tensor, dtype: torch.dtype | None = None) -> tuple[Tensor, Tensor]:
-        """(y1, y2) -> (x1, x2) for inference; tensors channels-last; `dtype` as in `fast_forward`."""
-        dtype = dtype or kernels.compute_dtype(a)
-        with torch.autocast("cpu", enabled=False):
-            wts = self._weights(dtype)
-            cat_g, cat_h = self._gh_hidden(a, wts, dtype)
-            x2 = self._conv_add(cat_g, wts["g3w_neg"], wts["g3b_neg"], b)  # y2 - G(y1)
-            x2.mul_(self._tanh_scale(cat_h, wts, b.dtype).neg_().exp_())  # * exp(-s)
-            x1 = self._f_apply(a, x2, wts, "_neg", dtype)  # y1 - F(x2)
-        return x1, x2
 
     def _split(self, t: Tensor) -> tuple[Tensor, Tensor]:
         return t[:, : self.split1], t[:, self.split1 :]

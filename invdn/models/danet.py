@@ -13,12 +13,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from invdn.inference import kernels
 from invdn.models import registry
 from invdn.models.flops import count_parameters
+from invdn.models.geometry import dihedral_average, pad_to_multiple
 
 # The discriminator's five stride-2 convolutions and final 4x4 convolution reduce exactly this size to 1x1.
 CRITIC_PATCH = 128
@@ -33,7 +32,6 @@ class DANetConfig:
     depth: int = 5  # number of U-Net levels (inputs are padded to a multiple of 2**(depth - 1))
     slope: float = 0.2  # negative slope of every LeakyReLU (U-Nets and discriminator)
     critic_width: int = 64  # channels of the discriminator's first convolution (doubles five times)
-    fast: bool = True  # optimised kernels, same mathematics (channels-last, fused LeakyReLU); False: straightforward
 
 
 class _ConvPair(nn.Module):
@@ -86,39 +84,6 @@ class _UNet(nn.Module):
         )
         self.last = nn.Conv2d(widths[0], out_channels, 3, padding=1, bias=True)
         self.slope = slope
-        self._inference_weights = kernels.WeightCache()
-
-    def _prepare(self, dtype: torch.dtype) -> dict[str, Tensor]:
-        """Inference copies of every weight: cast and channels-last (biases cast)."""
-        return {
-            name: kernels.prepared(p, dtype) if p.dim() == 4 else p.detach().to(dtype).contiguous()
-            for name, p in self.named_parameters()
-        }
-
-    @torch.no_grad()
-    def fast_forward(self, x: Tensor, dtype: torch.dtype) -> Tensor:
-        """`forward` for inference: channels-last, LeakyReLU inside the convolutions, convolutions in `dtype`."""
-        wts = self._inference_weights.get(list(self.parameters()), dtype, self._prepare)
-
-        def pair(prefix: str, t: Tensor) -> Tensor:
-            for i in (0, 2):
-                t = kernels.conv(
-                    t, wts[f"{prefix}.body.{i}.weight"], wts[f"{prefix}.body.{i}.bias"], "lrelu", slope=self.slope
-                )
-            return t
-
-        with torch.autocast(x.device.type, enabled=False):
-            t = kernels.channels_last(x.to(dtype))
-            skips = []
-            for level in range(len(self.encoder)):
-                t = pair(f"encoder.{level}", t)
-                if level < len(self.downsample):
-                    skips.append(t)
-                    t = kernels.conv(t, wts[f"downsample.{level}.weight"], None, stride=2, padding=1)
-            for index, skip in enumerate(reversed(skips)):
-                up = F.conv_transpose2d(t, wts[f"decoder.{index}.up.weight"], wts[f"decoder.{index}.up.bias"], stride=2)
-                t = pair(f"decoder.{index}.convs", torch.cat([up, skip], dim=1))
-            return kernels.conv(t, wts["last.weight"], wts["last.bias"])
 
     def forward(self, x: Tensor) -> Tensor:
         skips = []
@@ -132,41 +97,9 @@ class _UNet(nn.Module):
         return self.last(x)
 
 
-def _pad_to_multiple(x: Tensor, multiple: int) -> Tensor:
-    """Pad bottom and right to a multiple (reflect; replicate where the image is too small to reflect)."""
-    height, width = x.shape[-2:]
-    pad_h = -height % multiple
-    pad_w = -width % multiple
-    if pad_h == 0 and pad_w == 0:
-        return x
-    mode = "reflect" if pad_h < height and pad_w < width else "replicate"
-    return F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
-
-
 def _check_image_batch(x: Tensor, channels: int, name: str) -> None:
     if x.dim() != 4 or x.shape[1] != channels:
         raise ValueError(f"{name} expects a (B, {channels}, H, W) tensor, got shape {tuple(x.shape)}")
-
-
-def _dihedral(x: Tensor, index: int) -> Tensor:
-    """One of the 8 flips/transposes of the last two dimensions (index 0 is the identity)."""
-    if index & 4:
-        x = x.transpose(-2, -1)
-    if index & 2:
-        x = x.flip(-2)
-    if index & 1:
-        x = x.flip(-1)
-    return x
-
-
-def _dihedral_inverse(x: Tensor, index: int) -> Tensor:
-    if index & 1:
-        x = x.flip(-1)
-    if index & 2:
-        x = x.flip(-2)
-    if index & 4:
-        x = x.transpose(-2, -1)
-    return x
 
 
 class UNetD(nn.Module):
@@ -191,15 +124,7 @@ class UNetD(nn.Module):
         """U(y): the noise predicted in the noisy image y (B, C, H, W)."""
         _check_image_batch(y, self.config.in_channels, "UNetD")
         height, width = y.shape[-2:]
-        padded = _pad_to_multiple(y, self.multiple)
-        if self.config.fast and kernels.plain_eager():
-            kernels.tune_allocator()
-            wants_grad = torch.is_grad_enabled() and (
-                y.requires_grad or any(p.requires_grad for p in self.parameters())
-            )
-            if not wants_grad:
-                return self.unet.fast_forward(padded, kernels.compute_dtype(y))[..., :height, :width].to(y.dtype)
-            padded = kernels.channels_last(padded)  # training: every convolution then runs channels-last
+        padded = pad_to_multiple(y, self.multiple).contiguous(memory_format=torch.channels_last)  # oneDNN's layout
         return self.unet(padded)[..., :height, :width]
 
     def forward(self, y: Tensor) -> Tensor:
@@ -220,12 +145,7 @@ class UNetD(nn.Module):
         `ensemble` averages the 8 flips/transposes (8x the time). Gradients are left to the caller.
         """
         del samples, generator, kwargs
-        if not ensemble:
-            return self(x).clamp(0.0, 1.0)
-        total = torch.zeros_like(x)
-        for index in range(8):
-            total = total + _dihedral_inverse(self(_dihedral(x, index)), index)
-        return (total / 8).clamp(0.0, 1.0)
+        return dihedral_average(x, ensemble, self).clamp(0.0, 1.0)
 
 
 class UNetG(nn.Module):
@@ -253,7 +173,7 @@ class UNetG(nn.Module):
             z = torch.randn((batch, 1, height, width), generator=generator, device=x.device, dtype=x.dtype)
         elif z.shape != (batch, 1, height, width):
             raise ValueError(f"UNetG expects z of shape {(batch, 1, height, width)}, got {tuple(z.shape)}")
-        stacked = _pad_to_multiple(torch.cat([x, z.to(x.dtype)], dim=1), self.multiple)
+        stacked = pad_to_multiple(torch.cat([x, z.to(x.dtype)], dim=1), self.multiple)
         return x + self.unet(stacked)[..., :height, :width]
 
 

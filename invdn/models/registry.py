@@ -31,7 +31,7 @@ def _build_invdn(args: dict) -> nn.Module:
 def _build_danet_r(args: dict) -> nn.Module:
     from invdn.models.danet import DANetConfig, UNetD
 
-    return UNetD(DANetConfig(**args))
+    return UNetD(DANetConfig(**{k: v for k, v in args.items() if k not in RUNTIME_SWITCHES}))
 
 
 def _task_invdn_lc(cfg, grad_sync, device):
@@ -70,13 +70,14 @@ class ModelSpec:
     label: str  # short human label for tables, grids and the web page
     model_type: str  # architecture key stored in weights files (which class `build` makes)
     build: Callable[[dict], nn.Module]  # model_args -> a randomly initialised module
-    task: Callable  # (invdn.training.trainer.TrainConfig, grad_sync, device) -> its training task
+    task: Callable  # (invdn.training.config.TrainConfig, grad_sync, device) -> its training task
     description: str  # one line for `invdn info` and the service's model list
     aliases: tuple[str, ...] = ()  # other names accepted for this model
     tile_overlap: int = 32  # pixels by which inference tiles overlap (measured; see each entry)
     min_tile: int = 128  # smallest automatic tile side
     bytes_per_pixel: int = 4096  # peak activation memory per input pixel of the fp32 inference path
     stochastic: bool = False  # denoise draws random latents (takes `samples` and a `generator`)
+    fast: str | None = None  # "module:Class" of its inference-only variant (`Class.from_model(model)`), if any
 
 
 MODELS: tuple[ModelSpec, ...] = (
@@ -94,6 +95,7 @@ MODELS: tuple[ModelSpec, ...] = (
         min_tile=128,
         # benchmarks/memory_per_pixel.py: 407 B/px (fp32, 1024x1024, AVX512), here with ~1.9x headroom
         bytes_per_pixel=768,
+        fast="invdn.inference.fast:FastInvDNLC",
     ),
     ModelSpec(
         name="invdn-paper",
@@ -108,6 +110,7 @@ MODELS: tuple[ModelSpec, ...] = (
         min_tile=128,
         bytes_per_pixel=768,  # benchmarks/memory_per_pixel.py: 559 B/px (fp32, 1024x1024, AVX512)
         stochastic=True,
+        fast="invdn.inference.fast:FastInvDN",
     ),
     ModelSpec(
         name="danet-r",
@@ -122,6 +125,7 @@ MODELS: tuple[ModelSpec, ...] = (
         # 0.067 dB against the whole image, 320-pixel ones 0.025 dB, so automatic tiles stay above.
         min_tile=320,
         bytes_per_pixel=2048,  # benchmarks/memory_per_pixel.py: 1228 B/px (fp32, 1024x1024, AVX512)
+        fast="invdn.inference.fast:FastDANetR",
     ),
 )
 
@@ -130,7 +134,8 @@ _BY_NAME = {alias: spec for spec in MODELS for alias in (spec.name, *spec.aliase
 _BY_TYPE = {spec.model_type: spec for spec in MODELS}
 
 
-# Configuration fields that choose how a network runs, not what it is: never saved in weights files' model_args.
+# Configuration fields that choose how a network runs, not what it is: never saved in weights files' model_args
+# ("fast" was one until the optimised paths moved to invdn.inference.fast; old files that carry it still load).
 RUNTIME_SWITCHES = ("fast", "memory_saving")
 
 

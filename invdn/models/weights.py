@@ -10,13 +10,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, safe_open, save_file
+from safetensors.torch import load_file, safe_open
+from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
+from invdn.io.atomic import write_atomic
 from invdn.models import registry
 
 
@@ -26,7 +27,7 @@ class WeightsError(ValueError):
 
 def weights_dir() -> Path:
     env = os.environ.get("INVDN_WEIGHTS_DIR")
-    return Path(env) if env else Path(__file__).resolve().parent.parent / "weights"
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "weights"  # the checkout's weights/
 
 
 def canonical_model_type(name: str) -> str:
@@ -64,15 +65,8 @@ def save(model: nn.Module, path: str | Path, dtype: torch.dtype | None = None, e
     }
     meta = {"model_type": model.model_type, "model_args": json.dumps(model.model_args)}
     meta.update({k: str(v) for k, v in (extra or {}).items()})
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(state, tmp, metadata=meta)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    # re-saving (publishing, checkpoints) replaces the file: overwrite=True, still never a partial file
+    write_atomic(path, safetensors_bytes(state, metadata=meta), overwrite=True)
     return path
 
 
@@ -162,9 +156,8 @@ def publish(source: str | Path, name: str, dtype: torch.dtype | None = None, car
         "parameters": sum(p.numel() for p in model.parameters()),
         **(card or {}),
     }
-    tmp = weights_dir() / "manifest.json.tmp"
-    tmp.write_text(json.dumps(entries, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, weights_dir() / "manifest.json")
+    manifest_bytes = (json.dumps(entries, indent=2, sort_keys=True) + "\n").encode()
+    write_atomic(weights_dir() / "manifest.json", manifest_bytes, overwrite=True)
     return path
 
 

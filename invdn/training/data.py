@@ -1,7 +1,8 @@
 """Image datasets from folders: training patches, (noisy, clean) pairs, whole images, real-noise pairs.
 
-Images (PNG, JPEG, TIFF, BMP; found recursively, sorted by relative path) load as RGB; grey images are
-replicated to 3 channels unless ``grey=True``, which converts everything to one channel. Decoded images are
+Images (every format `invdn.io.formats` reads, by extension; found recursively, sorted by relative path) are
+decoded by `invdn.io.decode` and load as RGB; grey images are replicated to 3 channels unless ``grey=True``,
+which converts everything to one channel. Decoded images are
 cached in memory (training sets are small). Every random choice (crop, flip/rotation, noise) comes from a
 generator seeded by ``seed_from(seed, epoch, index)``, so results do not depend on DataLoader workers or on
 iteration order; ``set_epoch(e)`` changes the draws for a new epoch.
@@ -15,13 +16,14 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageOps
 from torch.utils.data import Dataset
 
+from invdn.io.decode import decode_uint8
+from invdn.io.errors import ImageError
+from invdn.io.formats import READ_EXTENSIONS, is_image_path
 from invdn.training.noise import NoiseModel, make_noise, seed_from
 
 __all__ = [
-    "IMAGE_EXTENSIONS",
     "list_images",
     "read_image",
     "to_tensor",
@@ -31,37 +33,29 @@ __all__ = [
     "FullImageFolder",
 ]
 
-IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"})
-
-
 def list_images(root: str | Path) -> list[Path]:
     """All image files under ``root`` (recursive), sorted by path relative to ``root``."""
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"image folder not found: {root}")
-    files = [p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
+    files = [p for p in root.rglob("*") if p.is_file() and is_image_path(p)]
     files.sort(key=lambda p: p.relative_to(root).as_posix())
     if not files:
-        raise FileNotFoundError(f"no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) under {root}")
+        raise FileNotFoundError(f"no images ({', '.join(sorted(READ_EXTENSIONS))}) under {root}")
     return files
 
 
 def read_image(path: str | Path, grey: bool = False) -> np.ndarray:
     """Decode an image to an HxWxC uint8 array: C = 3 (grey replicated), or C = 1 when ``grey``.
 
-    EXIF orientation is applied; 16-bit images are reduced to 8 bits by rounding.
+    The io decoder's `decode_uint8`: EXIF orientation is applied, alpha dropped, 16-bit images are reduced to 8
+    bits by rounding, colour becomes grey as Pillow's "L" conversion does. A file that cannot be read raises
+    OSError naming it.
     """
     try:
-        with Image.open(path) as img:
-            img = ImageOps.exif_transpose(img)
-            if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-                arr = np.asarray(img, dtype=np.float64)
-                arr = np.clip(np.rint(arr / 257.0), 0, 255).astype(np.uint8)
-                img = Image.fromarray(arr, mode="L")
-            arr = np.asarray(img.convert("L" if grey else "RGB"), dtype=np.uint8)
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        return decode_uint8(path, grey=grey)
+    except (OSError, ImageError) as exc:
         raise OSError(f"cannot read image {path}: {exc}") from exc
-    return arr[..., None] if arr.ndim == 2 else arr
 
 
 def to_tensor(image: np.ndarray) -> torch.Tensor:

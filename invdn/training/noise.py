@@ -42,7 +42,7 @@ photo: the clean image becomes its BT.601 luminance (rounded to 8 bits, as a gre
 noises that one channel (camera: the grey image goes through the RGB camera pipeline and the processed result is
 converted back to luminance, as a camera writing a grey JPEG does), and the result is replicated to every
 channel, so all channels carry one and the same noise field. This is what a colour model sees when a one-channel
-file is replicated to RGB (``invdn.eval.suite.denoise_fn``). Example: ``awgn:0-55:grey:clip8``. The training
+file is replicated to RGB (``invdn.eval.methods.denoise_fn``). Example: ``awgn:0-55:grey:clip8``. The training
 target must then be the grey clean image too: ``NoiseModel.pair(clean, generator)`` returns ``(noisy, target)``
 (the target is the clean input for every component but a ``grey`` one), and
 ``invdn.training.data.NoisyPatches`` uses it.
@@ -55,16 +55,14 @@ with ``clip8``.
 from __future__ import annotations
 
 import hashlib
-import io
 import math
 import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
-import numpy as np
 import torch
-import torch.nn.functional as F
-from PIL import Image
+
+from invdn.training import camera
 
 __all__ = [
     "NoiseModel",
@@ -245,91 +243,6 @@ class PoissonGaussian(NoiseModel):
         return clean + variance.sqrt() * _randn(tuple(clean.shape), generator, clean)
 
 
-# XYZ -> camera matrices of four cameras, as listed by Brooks et al. (2019).
-_XYZ2CAMS = torch.tensor(
-    [
-        [[1.0234, -0.2969, -0.2266], [-0.5625, 1.6328, -0.0469], [-0.0703, 0.2188, 0.6406]],
-        [[0.4913, -0.0541, -0.0202], [-0.613, 1.3513, 0.2906], [-0.1564, 0.2151, 0.7183]],
-        [[0.838, -0.263, -0.0639], [-0.2887, 1.0725, 0.2496], [-0.0627, 0.1427, 0.5438]],
-        [[0.6596, -0.2079, -0.0562], [-0.4782, 1.3016, 0.1933], [-0.097, 0.1581, 0.5181]],
-    ]
-)
-# linear sRGB -> XYZ (D65)
-_RGB2XYZ = torch.tensor(
-    [[0.4124564, 0.3575761, 0.1804375], [0.2126729, 0.7151522, 0.0721750], [0.0193339, 0.1191920, 0.9503041]]
-)
-_GAMMA = 2.2
-_EPS = 1e-8
-
-
-def _inverse_smoothstep(x: torch.Tensor) -> torch.Tensor:
-    x = x.clamp(0.0, 1.0)
-    return 0.5 - torch.sin(torch.asin(1.0 - 2.0 * x) / 3.0)
-
-
-def _smoothstep(x: torch.Tensor) -> torch.Tensor:
-    x = x.clamp(0.0, 1.0)
-    return x * x * (3.0 - 2.0 * x)
-
-
-def _apply_ccm(x: torch.Tensor, ccm: torch.Tensor) -> torch.Tensor:
-    """Per-image 3x3 colour matrix on a (B, 3, H, W) batch; ccm is (B, 3, 3)."""
-    return torch.einsum("bij,bjhw->bihw", ccm, x)
-
-
-def _bayer_masks(h: int, w: int, device: torch.device) -> torch.Tensor:
-    """RGGB masks as a (1, 3, H, W) tensor: R at (even, even), G at the two mixed sites, B at (odd, odd)."""
-    rows = torch.arange(h, device=device).view(-1, 1) % 2
-    cols = torch.arange(w, device=device).view(1, -1) % 2
-    red = (rows == 0) & (cols == 0)
-    blue = (rows == 1) & (cols == 1)
-    green = ~(red | blue)
-    return torch.stack([red, green, blue]).unsqueeze(0).float()
-
-
-# Bilinear demosaic kernels, applied as normalised convolutions (exact bilinear inside, sensible at borders).
-_KERNEL_RB = torch.tensor([[1.0, 2.0, 1.0], [2.0, 4.0, 2.0], [1.0, 2.0, 1.0]]) / 4.0
-_KERNEL_G = torch.tensor([[0.0, 1.0, 0.0], [1.0, 4.0, 1.0], [0.0, 1.0, 0.0]]) / 4.0
-
-
-def _demosaic_bilinear(raw: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-    """(B, 1, H, W) Bayer plane -> (B, 3, H, W) by bilinear interpolation of each colour's samples."""
-    kernels = torch.stack([_KERNEL_RB, _KERNEL_G, _KERNEL_RB]).unsqueeze(1).to(raw)
-    sparse = raw * masks
-    num = F.conv2d(sparse, kernels, padding=1, groups=3)
-    den = F.conv2d(masks.expand_as(sparse), kernels, padding=1, groups=3)
-    # sites that carry a colour keep it exactly; others take the weighted mean of neighbouring samples
-    return torch.where(masks.bool(), sparse, num / den.clamp_min(_EPS))
-
-
-# BT.601 RGB -> YCbCr (no offsets), used to model in-camera chroma noise reduction.
-_RGB2YCC = torch.tensor([[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]])
-
-
-def _gaussian_blur(x: torch.Tensor, std: float) -> torch.Tensor:
-    """Separable Gaussian blur of a (B, C, H, W) batch with reflect padding."""
-    radius = max(1, math.ceil(3.0 * std))
-    t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
-    k = torch.exp(-0.5 * (t / std) ** 2)
-    k = k / k.sum()
-    c = x.shape[1]
-    pad_h = min(radius, x.shape[2] - 1)
-    pad_w = min(radius, x.shape[3] - 1)
-    kh = k[radius - pad_h : radius + pad_h + 1]
-    kw = k[radius - pad_w : radius + pad_w + 1]
-    x = F.pad(x, (pad_w, pad_w, pad_h, pad_h), mode="reflect") if pad_h or pad_w else x
-    x = F.conv2d(x, (kh / kh.sum()).view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
-    return F.conv2d(x, (kw / kw.sum()).view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-
-
-def _reduce_chroma(noise: torch.Tensor, std: float) -> torch.Tensor:
-    """Blur the chroma (Cb, Cr) of a noise field, keeping its luma: in-camera chroma noise reduction."""
-    to_ycc = _RGB2YCC.to(noise)
-    ycc = torch.einsum("ij,bjhw->bihw", to_ycc, noise)
-    ycc = torch.cat([ycc[:, :1], _gaussian_blur(ycc[:, 1:], std)], dim=1)
-    return torch.einsum("ij,bjhw->bihw", torch.linalg.inv(to_ycc), ycc)
-
-
 @dataclass(repr=False)
 class CameraNoise(NoiseModel):
     """Brooks et al. (2019) unprocess -> raw shot/read noise -> process; see the module docstring."""
@@ -378,8 +291,8 @@ class CameraNoise(NoiseModel):
         """(n, 3, 3) linear sRGB -> camera matrices, rows normalised to sum to 1."""
         weights = _rand((n, 4), g, like) + 1e-8
         weights = weights / weights.sum(dim=1, keepdim=True)
-        xyz2cam = torch.einsum("nk,kij->nij", weights, _XYZ2CAMS.to(like))
-        rgb2cam = xyz2cam @ _RGB2XYZ.to(like)
+        xyz2cam = torch.einsum("nk,kij->nij", weights, camera.XYZ2CAMS.to(like))
+        rgb2cam = xyz2cam @ camera.RGB2XYZ.to(like)
         return rgb2cam / rgb2cam.sum(dim=-1, keepdim=True)
 
     def _random_gains(self, n: int, g: torch.Generator, like: torch.Tensor) -> torch.Tensor:
@@ -396,11 +309,11 @@ class CameraNoise(NoiseModel):
         rgb2cam = self._random_ccm(b, generator, clean)
         gains = self._random_gains(b, generator, clean)
         shot, read = self._noise_levels(b, generator, clean)
-        masks = _bayer_masks(h, w, clean.device)
+        masks = camera.bayer_masks(h, w, clean.device)
 
         # unprocess: sRGB -> linear camera raw (Bayer plane)
-        lin = _inverse_smoothstep(clean).clamp_min(_EPS) ** _GAMMA
-        cam = _apply_ccm(lin, rgb2cam)
+        lin = camera.inverse_smoothstep(clean).clamp_min(camera.EPS) ** camera.GAMMA
+        cam = camera.apply_ccm(lin, rgb2cam)
         inv_gains = (1.0 / gains).view(b, 3, 1, 1)
         grey = cam.mean(dim=1, keepdim=True)
         highlight = ((grey - 0.9).clamp_min(0.0) / 0.1) ** 2  # 0 below 0.9, 1 at white
@@ -418,7 +331,7 @@ class CameraNoise(NoiseModel):
         if self.chroma[1] > 0:
             stds = _uniform(b, *self.chroma, generator, clean).tolist()
             noise = torch.stack(
-                [_reduce_chroma(noise[i : i + 1], s)[0] if s > 0.05 else noise[i] for i, s in enumerate(stds)]
+                [camera.reduce_chroma(noise[i : i + 1], s)[0] if s > 0.05 else noise[i] for i, s in enumerate(stds)]
             )
         noisy = clean + noise
         if self.jpeg > 0:
@@ -430,8 +343,8 @@ class CameraNoise(NoiseModel):
         """Camera raw (Bayer plane) -> sRGB: gains, clip, bilinear demosaic, CCM, clip, gamma, tone curve."""
         gain_plane = (masks * gains.view(-1, 3, 1, 1)).sum(dim=1, keepdim=True)
         raw = (raw * gain_plane).clamp(0.0, 1.0)
-        rgb = _apply_ccm(_demosaic_bilinear(raw, masks), cam2rgb).clamp(0.0, 1.0)
-        return _smoothstep(rgb.clamp_min(_EPS) ** (1.0 / _GAMMA))
+        rgb = camera.apply_ccm(camera.demosaic_bilinear(raw, masks), cam2rgb).clamp(0.0, 1.0)
+        return camera.smoothstep(rgb.clamp_min(camera.EPS) ** (1.0 / camera.GAMMA))
 
     def _maybe_jpeg(self, noisy: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         b = noisy.shape[0]
@@ -439,19 +352,8 @@ class CameraNoise(NoiseModel):
         quality = _uniform(b, self.jpeg_quality[0], self.jpeg_quality[1] + 1.0 - 1e-6, generator, noisy)
         out = noisy.clone()
         for i in torch.nonzero(use).flatten().tolist():
-            out[i] = jpeg_roundtrip(noisy[i], int(quality[i].floor().item()))
+            out[i] = camera.jpeg_roundtrip(noisy[i], int(quality[i].floor().item()))
         return out
-
-
-def jpeg_roundtrip(image: torch.Tensor, quality: int) -> torch.Tensor:
-    """(3, H, W) float image -> 8-bit JPEG at ``quality`` -> decoded float image (same device)."""
-    arr = clip8(image).mul(255.0).round().byte().permute(1, 2, 0).cpu().numpy()
-    buf = io.BytesIO()
-    Image.fromarray(arr, mode="RGB").save(buf, format="JPEG", quality=int(quality))
-    buf.seek(0)
-    with Image.open(buf) as decoded:
-        back = np.asarray(decoded.convert("RGB"), dtype=np.float32) / 255.0
-    return torch.from_numpy(back).permute(2, 0, 1).to(image.device)
 
 
 # BT.601 luma weights, as PIL's RGB -> "L" conversion (which is how invdn.training.data reads grey files)

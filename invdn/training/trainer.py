@@ -11,10 +11,8 @@ The trainer owns data, learning-rate schedules, bf16 autocast, checkpoints, resu
 logging and data parallelism. Every batch is a pure function of (seed, step, rank): a resumed run sees exactly the
 batches and latent draws the uninterrupted run would have seen, so resuming is bit-exact on the same machine.
 
-Checkpoints: runs/NAME/checkpoint/ holds one safetensors file per module (the "main" one with its model_args,
-so it is also a usable weights file) and state.pt (optimizer, schedule, step, RNG states, config), read back with
-`torch.load(weights_only=True)`. A checkpoint is written to a temporary folder and renamed into place, so a run
-killed at any moment leaves the previous checkpoint intact. The best validation checkpoint is kept in best/.
+The settings are `invdn.training.config.TrainConfig`; the run's files (checkpoints in runs/NAME/checkpoint/, the
+best validation checkpoint in best/, metrics.jsonl, curves.png) are written by `invdn.training.checkpoint`.
 """
 
 from __future__ import annotations
@@ -22,72 +20,23 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.distributed as dist
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from invdn.runtime import tune_allocator
+from invdn.training.checkpoint import Progress, append_metrics, load_checkpoint, plot_curves, save_checkpoint
+from invdn.training.config import TrainConfig
 from invdn.training.data import ImageFolder, NoisyPatches
-from invdn.training.noise import USERS_FILES_NOISE, make_noise, seed_from
-
-DEFAULT_NOISE = USERS_FILES_NOISE  # colour and grey AWGN, Poisson-Gaussian, camera + JPEG; all saved to 8 bits
-
-
-@dataclass
-class TrainConfig:
-    model: str = "invdn"  # a registry name or alias (invdn.models.registry): "invdn", "invdn-paper", "danet-r"
-    data: list[str] = field(default_factory=list)  # folders of clean training images
-    noise: str = DEFAULT_NOISE  # noise spec (invdn.training.noise.make_noise); the default is the blind training mix
-    name: str = "run"  # run folder name under runs_dir
-    runs_dir: str = "runs"  # where run folders live
-    patch: int = 128  # training patch size (DANet's dual mode needs 128)
-    batch: int = 8  # global batch size (split over data-parallel ranks)
-    lr: float | None = None  # learning rate; None = the model's default (InvDN-LC and InvDN 2e-4, DANet 1e-4)
-    schedule: str = "cosine"  # "cosine" (to 1 % at total_steps) or "step" (halve at 50/75/90 %)
-    total_steps: int = 200_000  # length of the schedule
-    max_steps: int | None = None  # stop after this step (None: run until time budget or total_steps)
-    time_budget: float | None = None  # seconds of training in this invocation; stops at a checkpoint
-    checkpoint_every: float = 300.0  # seconds between checkpoints
-    val_dir: str | None = None  # folder of clean images for validation PSNR
-    val_noise: str = "awgn:25:clip8"  # noise for validation images (seeded per image)
-    val_every: int = 500  # steps between validations
-    val_limit: int = 8  # validation images used
-    bf16: bool = False  # bf16 autocast for the forward passes
-    memory_saving: bool = False  # invdn-paper: RevNet-style backprop
-    blocks_per_level: int = 8  # invdn-paper depth (paper: 8)
-    sobel_weight: float = 0.1  # invdn-paper backward loss: weight of the Sobel-gradient L1 term
-    ssim_weight: float = 1.0  # invdn-paper backward loss: weight of the (1 - SSIM) term (0: Charbonnier + Sobel only)
-    danet_mode: str = "l1"  # DANet: "l1" (R alone) or "dual" (the paper's adversarial training)
-    seed: int = 0  # seeds data, noise and latent draws
-    workers: int = 0  # DataLoader worker processes (0 = main process)
-    device: str = "cpu"  # "cpu" or "cuda"
-    log_every: int = 10  # steps between metric lines
-    init_from: str | None = None  # start the main module from this weights file (when not resuming)
-    patches_per_image: int = 8  # patches per image per epoch
-    snapshot_every: int = 0  # also keep the main weights every this many steps in snapshots/ (0 = never)
-
-
-def parse_duration(text: str | float | None) -> float | None:
-    """'2h', '90m', '1h30m', '45s', '120' (seconds) -> seconds."""
-    if text is None or isinstance(text, int | float):
-        return None if text is None else float(text)
-    text = text.strip().lower()
-    if re.fullmatch(r"\d+(\.\d+)?", text):
-        return float(text)
-    parts = re.findall(r"(\d+(?:\.\d+)?)([hms])", text)
-    if not parts or "".join(a + b for a, b in parts) != text:
-        raise ValueError(f"cannot read duration {text!r}; use e.g. 2h, 90m, 1h30m, 45s")
-    return sum(float(a) * {"h": 3600, "m": 60, "s": 1}[b] for a, b in parts)
+from invdn.training.noise import make_noise, seed_from
 
 
 def lr_factor(schedule: str, step: int, total: int) -> float:
@@ -180,6 +129,7 @@ class Trainer:
             torch.backends.cudnn.benchmark = True  # fixed patch size: let cuDNN pick the fastest kernels
         else:
             self.device = torch.device(cfg.device)
+            tune_allocator()  # keep large freed buffers in the process (invdn.runtime)
         self.run_dir = Path(cfg.runs_dir) / cfg.name
         torch.manual_seed(seed_from(cfg.seed, "init"))  # the same initial weights for the same seed
         self.task = make_task(cfg, _all_reduce_grads if self.distributed else None, self.device)
@@ -207,54 +157,19 @@ class Trainer:
 
     # ----------------------------------------------------------------- checkpoints
     def save_checkpoint(self, folder: Path) -> None:
+        """Write the run's state to `folder` (rank 0 only; see `invdn.training.checkpoint.save_checkpoint`)."""
         if self.rank != 0:
             return
-        from invdn.models.weights import save
-
-        tmp = folder.with_name(folder.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        for key, module in self.task.modules.items():
-            if key == "main":
-                save(module, tmp / "main.safetensors", extra={"step": self.step})
-            else:
-                save_file(
-                    {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()},
-                    str(tmp / f"{key}.safetensors"),
-                )
-        state = {
-            "step": self.step,
-            "best_psnr": self.best_psnr,
-            "elapsed_total": self.elapsed_total,
-            "optimizers": {k: o.state_dict() for k, o in self.task.optimizers.items()},
-            "task": self.task.state_dict() if hasattr(self.task, "state_dict") else {},
-            "rng_cpu": torch.get_rng_state(),
-            "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            "config": json.dumps(asdict(self.cfg)),
-        }
-        torch.save(state, tmp / "state.pt")
-        old = folder.with_name(folder.name + ".old")
-        shutil.rmtree(old, ignore_errors=True)
-        if folder.exists():
-            folder.rename(old)
-        tmp.rename(folder)
-        shutil.rmtree(old, ignore_errors=True)
+        task_state = self.task.state_dict() if hasattr(self.task, "state_dict") else {}
+        progress = Progress(self.step, self.best_psnr, self.elapsed_total)
+        save_checkpoint(folder, self.task.modules, self.task.optimizers, task_state, progress, asdict(self.cfg))
 
     def load_checkpoint(self, folder: Path) -> None:
-        for key, module in self.task.modules.items():
-            state = load_file(str(folder / f"{key}.safetensors"), device=str(self.device))
-            module.load_state_dict(state)
-        state = torch.load(folder / "state.pt", weights_only=True, map_location="cpu")
-        for key, opt in self.task.optimizers.items():
-            opt.load_state_dict(state["optimizers"][key])
-        if hasattr(self.task, "load_state_dict") and state.get("task"):
-            self.task.load_state_dict(state["task"])
-        self.step = int(state["step"])
-        self.best_psnr = float(state["best_psnr"])
-        self.elapsed_total = float(state["elapsed_total"])
-        torch.set_rng_state(state["rng_cpu"])
-        if state["rng_cuda"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["rng_cuda"])
+        """Continue exactly where the checkpoint in `folder` stopped: weights, optimizers, task, step, RNG."""
+        progress, task_state = load_checkpoint(folder, self.task.modules, self.task.optimizers, self.device)
+        if hasattr(self.task, "load_state_dict") and task_state:
+            self.task.load_state_dict(task_state)
+        self.step, self.best_psnr, self.elapsed_total = progress.step, progress.best_psnr, progress.elapsed_total
 
     # ----------------------------------------------------------------- validation
     @torch.no_grad()
@@ -263,19 +178,21 @@ class Trainer:
             return None
         from invdn.eval.metrics import psnr, quantize8
         from invdn.inference.engine import is_stochastic
+        from invdn.inference.fast import for_inference
         from invdn.training.data import FullImageFolder
 
         if self._val is None:
             self._val = FullImageFolder(self.cfg.val_dir, noise=self.cfg.val_noise, limit=self.cfg.val_limit)
         model = self.task.modules["main"]
         model.eval()
+        runner = for_inference(model)  # the inference engine's optimised variant, same results
         scores = []
         for i in range(len(self._val)):
             item = self._val[i]
             noisy = item["noisy"].unsqueeze(0).to(self.device)
             gen = torch.Generator(device=self.device).manual_seed(seed_from("val", i))
             kwargs = {"generator": gen} if is_stochastic(model) else {}
-            out = model.denoise(noisy, **kwargs).squeeze(0).clamp(0, 1).permute(1, 2, 0).cpu().numpy()
+            out = runner.denoise(noisy, **kwargs).squeeze(0).clamp(0, 1).permute(1, 2, 0).cpu().numpy()
             clean = item["clean"].permute(1, 2, 0).numpy()
             scores.append(psnr(quantize8(out), quantize8(clean)))
         model.train()
@@ -295,11 +212,8 @@ class Trainer:
         return iter(loader)
 
     def _log(self, row: dict) -> None:
-        if self.rank != 0:
-            return
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.run_dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(row) + "\n")
+        if self.rank == 0:
+            append_metrics(self.run_dir, row)
 
     def _set_lr(self) -> None:
         factor = lr_factor(self.cfg.schedule, self.step, self.cfg.total_steps)
@@ -389,37 +303,3 @@ class Trainer:
             bar.close()
         return {"step": self.step, "last": stats, "best_val_psnr": self.best_psnr}
 
-
-def read_metrics(run_dir: Path) -> list[dict]:
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def plot_curves(run_dir: Path) -> Path | None:
-    rows = read_metrics(run_dir)
-    train = [r for r in rows if "loss" in r]
-    val = [r for r in rows if "val_psnr" in r]
-    if not train and not val:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
-    if train:
-        axes[0].plot([r["step"] for r in train], [r["loss"] for r in train])
-        axes[0].set_yscale("log")
-    axes[0].set(title="training loss", xlabel="step")
-    if val:
-        axes[1].plot([r["step"] for r in val], [r["val_psnr"] for r in val], marker="o")
-    axes[1].set(title="validation PSNR (dB)", xlabel="step")
-    fig.tight_layout()
-    out = Path(run_dir) / "curves.png"
-    tmp = out.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=80)
-    plt.close(fig)
-    os.replace(tmp, out)
-    return out

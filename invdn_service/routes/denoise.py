@@ -8,10 +8,10 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, Response, UploadFile
 from fastapi.responses import JSONResponse
 
+from invdn.io.formats import OUTPUT_MEDIA_TYPES
 from invdn_service.deps import DisconnectDep, MetricsDep, ModelsDep, SchedulerDep, SettingsDep, WantsJSONDep
 from invdn_service.errors import TooLargeForSync
 from invdn_service.jobs import (
-    MEDIA_TYPES,
     DenoiseOptions,
     base64_text,
     check_output_format,
@@ -28,7 +28,7 @@ router = APIRouter(prefix="/v1", tags=["denoise"], route_class=UploadRoute)
 IMAGE_RESPONSE = {
     "description": "The denoised image (or JSON with it in base64 for `Accept: application/json`).",
     "content": {
-        **{media: {"schema": {"type": "string", "format": "binary"}} for media in sorted(set(MEDIA_TYPES.values()))},
+        **{media: {"schema": {"type": "string", "format": "binary"}} for media in OUTPUT_MEDIA_TYPES},
         "application/json": {"schema": DenoiseJSON.model_json_schema(ref_template="#/components/schemas/{model}")},
     },
     "headers": {

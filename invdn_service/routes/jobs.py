@@ -7,9 +7,10 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, Path, Request, Response, UploadFile
 from fastapi.responses import JSONResponse
 
+from invdn.io.formats import OUTPUT_MEDIA_TYPES
 from invdn_service.deps import JobsDep, MetricsDep, ModelsDep, SchedulerDep, SettingsDep
 from invdn_service.errors import JobNotFinished
-from invdn_service.jobs import MEDIA_TYPES, DenoiseOptions
+from invdn_service.jobs import DenoiseOptions
 from invdn_service.jobstore import JOB_ID_PATTERN, Job, JobStore
 from invdn_service.routes.common import ERROR_RESPONSES, MODEL_DESCRIPTION
 from invdn_service.routing import JobUploadRoute
@@ -20,7 +21,6 @@ upload_router = APIRouter(prefix="/v1", tags=["jobs"], route_class=JobUploadRout
 router = APIRouter(prefix="/v1", tags=["jobs"])
 
 JobId = Annotated[str, Path(pattern=JOB_ID_PATTERN, description="The id POST /v1/jobs answered.")]
-IMAGE_MEDIA_TYPES = sorted(set(MEDIA_TYPES.values()))
 NOT_FOUND = {404: {"model": ErrorBody, "description": "No such job (never made, deleted or expired)."}}
 INVALID_ID = {422: {"model": ErrorBody, "description": "Not a job id (32 hexadecimal digits)."}}
 
@@ -103,7 +103,7 @@ async def job_status(job_id: JobId, jobs: JobsDep, request: Request) -> JobJSON:
     responses={
         200: {
             "description": "The denoised image.",
-            "content": {media: {"schema": {"type": "string", "format": "binary"}} for media in IMAGE_MEDIA_TYPES},
+            "content": {media: {"schema": {"type": "string", "format": "binary"}} for media in OUTPUT_MEDIA_TYPES},
         },
         409: {"model": ErrorBody, "description": "The job has not finished, failed or was cancelled."},
         **NOT_FOUND,

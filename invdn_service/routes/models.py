@@ -32,6 +32,7 @@ async def list_models(models: ModelsDep, settings: SettingsDep) -> ModelsJSON:
             model_type=str(getattr(loaded.module, "model_type", loaded.spec.model_type)),
             pretrained=loaded.pretrained,
             parameters=loaded.parameters,
+            flops_per_megapixel=loaded.flops_per_megapixel,
             config=dict(getattr(loaded.module, "model_args", {}) or {}),
             weights=_weights_info(loaded.name),
         )

@@ -1,4 +1,5 @@
-"""Small stand-in models and images for the service tests (no shipped weights needed)."""
+"""Plain helpers for the service tests: stand-in models, settings, a started client, images and uploads (no
+shipped weights needed). The fixtures built on them are in conftest.py."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 from fastapi.testclient import TestClient
+from helpers import png_chunk
 from PIL import Image
 from torch import nn
 
@@ -117,14 +119,15 @@ def noisy_image(height: int = 48, width: int = 64, seed: int = 0, channels: int 
     return out[..., 0] if channels == 1 else out
 
 
+def upload(data: bytes, name: str = "photo.png", content_type: str = "image/png") -> dict:
+    """The `files=` of a multipart upload of `data` as the form field "file"."""
+    return {"file": (name, data, content_type)}
+
+
 def encode(array: np.ndarray, fmt: str = "PNG", **options: object) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(array).save(buffer, format=fmt, **options)
     return buffer.getvalue()
-
-
-def _png_chunk(kind: bytes, payload: bytes) -> bytes:
-    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
 
 
 def png_bomb(width: int = 50000, height: int = 50000) -> bytes:
@@ -132,7 +135,7 @@ def png_bomb(width: int = 50000, height: int = 50000) -> bytes:
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     row = b"\x00" + b"\x00" * (3 * min(width, 64))
     idat = zlib.compress(row * 4, 9)
-    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", idat) + _png_chunk(b"IEND", b"")
+    return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", idat) + png_chunk(b"IEND", b"")
 
 
 def denoise_post_scope(headers: list[tuple[bytes, bytes]]) -> dict:
