@@ -147,17 +147,37 @@ class FastCoupling:
         return self._f_apply(a, x2, wts, "_neg", dtype), x2  # y1 - F(x2)
 
 
-class FastInvDN(nn.Module):
+class FastVariant(nn.Module):
+    """An inference-only copy of a trained `model` (shared parameters): `denoise(x, samples, ensemble, generator)`
+    as the model's, through `restore`, the model's denoising of one (padded and cropped) orientation."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model.eval()
+
+    @classmethod
+    def from_model(cls, model: nn.Module) -> FastVariant:
+        return cls(model)
+
+    def restore(self, x: Tensor, samples: int, generator: torch.Generator | None) -> Tensor:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def denoise(
+        self, x: Tensor, samples: int = 1, ensemble: bool = False, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """The model's `denoise`: `samples` latent draws (stochastic models) and the 8-way `ensemble` averaged."""
+        if samples < 1:
+            raise ValueError("samples must be >= 1")
+        return dihedral_average(x, ensemble, lambda xk: self.restore(xk, samples, generator))
+
+
+class FastInvDN(FastVariant):
     """`InvDN` for inference: encode to the split state and decode from it through `FastCoupling`s."""
 
     def __init__(self, model: InvDN) -> None:
-        super().__init__()
-        self.model = model.eval()
+        super().__init__(model)
         self.steps = [FastCoupling(b) if isinstance(b, AffineCoupling) else b for b in model.blocks]
-
-    @classmethod
-    def from_model(cls, model: InvDN) -> FastInvDN:
-        return cls(model)
 
     @staticmethod
     def supports(model: nn.Module) -> bool:
@@ -214,21 +234,12 @@ class FastInvDN(nn.Module):
             a, b = self.chain(torch.cat([lr, z], dim=1), rev=True)
         return torch.cat([a, b], dim=1) if b is not None and b.shape[1] else a
 
-    @torch.no_grad()
-    def denoise(
-        self, x: Tensor, samples: int = 1, ensemble: bool = False, generator: torch.Generator | None = None
-    ) -> Tensor:
-        """`InvDN.denoise`: only lr is encoded (the last block's G and H skipped), decoded with fresh latents."""
-        if samples < 1:
-            raise ValueError("samples must be >= 1")
-
-        def restore(xk: Tensor) -> Tensor:
-            height, width = xk.shape[-2:]
-            lr, _ = self.encode(pad_to_multiple(xk, self.model.multiple), need_latent=False)
-            draws = (self.decode(lr, self.model.sample_latent(lr, generator)) for _ in range(samples))
-            return sum(draws)[..., :height, :width] / samples
-
-        return dihedral_average(x, ensemble, restore)
+    def restore(self, x: Tensor, samples: int, generator: torch.Generator | None) -> Tensor:
+        """Only lr is encoded (the last block's G and H skipped), decoded with `samples` fresh latents, averaged."""
+        height, width = x.shape[-2:]
+        lr, _ = self.encode(pad_to_multiple(x, self.model.multiple), need_latent=False)
+        draws = (self.decode(lr, self.model.sample_latent(lr, generator)) for _ in range(samples))
+        return sum(draws)[..., :height, :width] / samples
 
 
 class FastCleaner:
@@ -259,52 +270,32 @@ class FastCleaner:
             return kernels.conv(h, *wts["tail"]).float().add_(e.float())
 
 
-class FastInvDNLC(nn.Module):
+class FastInvDNLC(FastVariant):
     """`InvDNLC` for inference: FastInvDN encode -> FastCleaner -> FastInvDN decode."""
 
     def __init__(self, model: InvDNLC) -> None:
-        super().__init__()
-        self.model = model.eval()
+        super().__init__(model)
         self.inv = FastInvDN(model.inv)
         self.cleaner = FastCleaner(model.cleaner)
-
-    @classmethod
-    def from_model(cls, model: InvDNLC) -> FastInvDNLC:
-        return cls(model)
 
     @staticmethod
     def supports(model: nn.Module) -> bool:
         return isinstance(model, InvDNLC) and FastInvDN.supports(model.inv)
 
-    @torch.no_grad()
-    def denoise(
-        self, x: Tensor, samples: int = 1, ensemble: bool = False, generator: torch.Generator | None = None
-    ) -> Tensor:
-        """`InvDNLC.denoise` (deterministic: `samples` and `generator` accepted for the common interface)."""
-        if samples < 1:
-            raise ValueError("samples must be >= 1")
-        c = self.model.config.in_channels
-
-        def restore(xk: Tensor) -> Tensor:
-            height, width = xk.shape[-2:]
-            lr, z = self.inv.encode(pad_to_multiple(xk, self.model.multiple))
-            e = self.cleaner(kernels.channels_last(torch.cat([lr, z], dim=1)))  # (B, 48, H/4, W/4)
-            return self.inv.decode(e[:, :c], e[:, c:])[..., :height, :width]
-
-        return dihedral_average(x, ensemble, restore)
+    def restore(self, x: Tensor, samples: int, generator: torch.Generator | None) -> Tensor:
+        """encode -> clean the encoding -> decode (deterministic: `samples` and `generator` change nothing)."""
+        c, (height, width) = self.model.config.in_channels, x.shape[-2:]
+        lr, z = self.inv.encode(pad_to_multiple(x, self.model.multiple))
+        e = self.cleaner(kernels.channels_last(torch.cat([lr, z], dim=1)))  # (B, 48, H/4, W/4)
+        return self.inv.decode(e[:, :c], e[:, c:])[..., :height, :width]
 
 
-class FastDANetR(nn.Module):
+class FastDANetR(FastVariant):
     """`UNetD` (DANet's R) for inference: channels-last, LeakyReLU inside the convolutions, in the autocast dtype."""
 
     def __init__(self, model: UNetD) -> None:
-        super().__init__()
-        self.model = model.eval()
+        super().__init__(model)
         self.cache = kernels.WeightCache()
-
-    @classmethod
-    def from_model(cls, model: UNetD) -> FastDANetR:
-        return cls(model)
 
     @staticmethod
     def supports(model: nn.Module) -> bool:
@@ -340,14 +331,15 @@ class FastDANetR(nn.Module):
                 t = pair(f"decoder.{index}.convs", torch.cat([up, skip], dim=1))
             return kernels.conv(t, wts["last.weight"], wts["last.bias"])
 
-    def restore(self, y: Tensor) -> Tensor:
-        """y - U(y), not clamped (`UNetD.forward`)."""
+    def restore(self, y: Tensor, samples: int = 1, generator: torch.Generator | None = None) -> Tensor:
+        """y - U(y), not clamped (`UNetD.forward`); deterministic."""
         height, width = y.shape[-2:]
         noise = self._unet(pad_to_multiple(y, self.model.multiple), kernels.compute_dtype(y))
         return y - noise[..., :height, :width].to(y.dtype)
 
     @torch.no_grad()
-    def denoise(self, x: Tensor, samples: int = 1, ensemble: bool = False, generator: object = None) -> Tensor:
-        """`UNetD.denoise`: clamped to [0, 1]; `ensemble` averages the 8 flips/transposes."""
-        del samples, generator
-        return dihedral_average(x, ensemble, self.restore).clamp(0.0, 1.0)
+    def denoise(
+        self, x: Tensor, samples: int = 1, ensemble: bool = False, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """`UNetD.denoise`: clamped to [0, 1]."""
+        return super().denoise(x, samples, ensemble, generator).clamp(0.0, 1.0)

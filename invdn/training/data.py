@@ -21,6 +21,7 @@ from torch.utils.data import Dataset
 from invdn.io.decode import decode_uint8
 from invdn.io.errors import ImageError
 from invdn.io.formats import READ_EXTENSIONS, is_image_path
+from invdn.models.geometry import dihedral
 from invdn.training.noise import NoiseModel, make_noise, seed_from
 
 __all__ = [
@@ -61,13 +62,6 @@ def read_image(path: str | Path, grey: bool = False) -> np.ndarray:
 def to_tensor(image: np.ndarray) -> torch.Tensor:
     """HxWxC uint8 array -> (C, H, W) float32 tensor in [0, 1]."""
     return torch.from_numpy(np.array(image.transpose(2, 0, 1), dtype=np.float32)).div_(255.0)
-
-
-def _dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
-    """One of the 8 flips/90-degree rotations of a (C, H, W) tensor (k in 0..7; 0 = identity)."""
-    if k >= 4:
-        x = torch.flip(x, dims=(-1,))
-    return torch.rot90(x, k % 4, dims=(-2, -1)) if k % 4 else x
 
 
 def _crop_params(h: int, w: int, size: int, g: torch.Generator) -> tuple[int, int]:
@@ -177,7 +171,7 @@ class ImageFolder(Dataset):
         else:
             image = to_tensor(array)
         if self.augment:
-            image = _dihedral(image, int(torch.randint(0, 8, (1,), generator=g)))
+            image = dihedral(image, int(torch.randint(0, 8, (1,), generator=g)))
         return image.contiguous()
 
 
@@ -292,7 +286,7 @@ class PairedFolder(Dataset):
             noisy, clean = both.split(noisy.shape[0])
         if self.augment:
             k = int(torch.randint(0, 8, (1,), generator=g))
-            noisy, clean = _dihedral(noisy, k), _dihedral(clean, k)
+            noisy, clean = dihedral(noisy, k), dihedral(clean, k)
         return {"noisy": noisy.contiguous(), "clean": clean.contiguous(), "name": name}
 
 

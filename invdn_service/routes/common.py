@@ -1,11 +1,14 @@
-"""OpenAPI descriptions shared by the routes."""
+"""OpenAPI descriptions and the form fields shared by the routes."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
+from fastapi import File, Form, UploadFile
+
+from invdn.io.formats import READABLE_PHRASE
 from invdn.models import registry
-from invdn_service.schemas import ErrorBody
+from invdn_service.schemas import MAX_SAMPLES, MAX_SEED, ErrorBody, ModelChoice, OutputFormat
 
 MODEL_DESCRIPTION = (
     "Model: "
@@ -31,3 +34,12 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         "headers": {"Retry-After": {"description": "Seconds to wait.", "schema": {"type": "integer"}}},
     },
 }
+
+# The fields of /v1/denoise and /v1/jobs (and the samples field of /v1/compare), declared once.
+NoisyUpload = Annotated[UploadFile, File(description=f"The noisy image: {READABLE_PHRASE}.")]
+ModelField = Annotated[ModelChoice, Form(description=MODEL_DESCRIPTION)]
+SamplesField = Annotated[int, Form(ge=1, le=MAX_SAMPLES, description="Latent draws averaged (stochastic models).")]
+EnsembleField = Annotated[bool, Form(description="Average the 8 flips/rotations (8x slower).")]
+FormatField = Annotated[OutputFormat, Form(description="Output format; keep = the upload's format.")]
+SeedField = Annotated[int, Form(ge=0, le=MAX_SEED, description="Seed of the latent draws.")]
+

@@ -9,9 +9,9 @@ from fastapi import APIRouter, File, Form, UploadFile
 
 from invdn_service.deps import DisconnectDep, MetricsDep, ModelsDep, SchedulerDep, SettingsDep
 from invdn_service.jobs import CompareOptions, compare_result, compare_tiles, prepare_compare
-from invdn_service.routes.common import ERROR_RESPONSES
+from invdn_service.routes.common import ERROR_RESPONSES, SamplesField
 from invdn_service.routing import UploadRoute
-from invdn_service.schemas import MAX_SAMPLES, MAX_SEED, CompareJSON, NoiseKind
+from invdn_service.schemas import MAX_SEED, CompareJSON, NoiseKind
 from invdn_service.uploads import check_image, read_upload
 
 router = APIRouter(prefix="/v1", tags=["compare"], route_class=UploadRoute)
@@ -32,7 +32,7 @@ async def compare(
     ] = None,
     noise: Annotated[NoiseKind, Form(description="awgn (uses sigma) or camera (realistic sRGB noise).")] = "awgn",
     seed: Annotated[int, Form(ge=0, le=MAX_SEED, description="Seed of the synthetic noise and the latent draws.")] = 0,
-    samples: Annotated[int, Form(ge=1, le=MAX_SAMPLES, description="Latent draws averaged (stochastic models).")] = 1,
+    samples: SamplesField = 1,
 ) -> dict:
     """PSNR and SSIM (with a reference or synthetic noise), time, parameters and FLOPs of every model, with the
     images. Each model runs through the same tiles as /v1/denoise, so its output here is the one you download."""

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Response, UploadFile
+from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 
 from invdn.io.formats import OUTPUT_MEDIA_TYPES
@@ -18,9 +17,17 @@ from invdn_service.jobs import (
     denoise_tiles,
     encode_output,
 )
-from invdn_service.routes.common import ERROR_RESPONSES, MODEL_DESCRIPTION
+from invdn_service.routes.common import (
+    ERROR_RESPONSES,
+    EnsembleField,
+    FormatField,
+    ModelField,
+    NoisyUpload,
+    SamplesField,
+    SeedField,
+)
 from invdn_service.routing import UploadRoute
-from invdn_service.schemas import MAX_SAMPLES, MAX_SEED, DenoiseJSON, ModelChoice, OutputFormat
+from invdn_service.schemas import DenoiseJSON
 from invdn_service.uploads import check_image, decode, read_upload
 
 router = APIRouter(prefix="/v1", tags=["denoise"], route_class=UploadRoute)
@@ -46,18 +53,18 @@ IMAGE_RESPONSE = {
     responses={200: IMAGE_RESPONSE, **ERROR_RESPONSES},
 )
 async def denoise(
-    file: Annotated[UploadFile, File(description="The noisy image: PNG, JPEG, WebP, TIFF, BMP or GIF.")],
+    file: NoisyUpload,
     settings: SettingsDep,
     models: ModelsDep,
     scheduler: SchedulerDep,
     metrics: MetricsDep,
     json_wanted: WantsJSONDep,
     client_gone: DisconnectDep,
-    model: Annotated[ModelChoice, Form(description=MODEL_DESCRIPTION)] = "invdn",
-    samples: Annotated[int, Form(ge=1, le=MAX_SAMPLES, description="Latent draws averaged (stochastic models).")] = 1,
-    ensemble: Annotated[bool, Form(description="Average the 8 flips/rotations (8x slower).")] = False,
-    format: Annotated[OutputFormat, Form(description="Output format; keep = the upload's format.")] = "png",
-    seed: Annotated[int, Form(ge=0, le=MAX_SEED, description="Seed of the latent draws.")] = 0,
+    model: ModelField = "invdn",
+    samples: SamplesField = 1,
+    ensemble: EnsembleField = False,
+    format: FormatField = "png",
+    seed: SeedField = 0,
 ) -> Response:
     """Returns the image denoised by `model`, with headers X-Model, X-Parameters and X-Inference-Ms. Images over
     the synchronous limit (`limits.sync_max_pixels` of /v1/models) are refused with 413: send them to /v1/jobs."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Path, Request, Response, UploadFile
+from fastapi import APIRouter, Path, Request, Response
 from fastapi.responses import JSONResponse
 
 from invdn.io.formats import OUTPUT_MEDIA_TYPES
@@ -12,9 +12,17 @@ from invdn_service.deps import JobsDep, MetricsDep, ModelsDep, SchedulerDep, Set
 from invdn_service.errors import JobNotFinished
 from invdn_service.jobs import DenoiseOptions
 from invdn_service.jobstore import JOB_ID_PATTERN, Job, JobStore
-from invdn_service.routes.common import ERROR_RESPONSES, MODEL_DESCRIPTION
+from invdn_service.routes.common import (
+    ERROR_RESPONSES,
+    EnsembleField,
+    FormatField,
+    ModelField,
+    NoisyUpload,
+    SamplesField,
+    SeedField,
+)
 from invdn_service.routing import JobUploadRoute
-from invdn_service.schemas import MAX_SAMPLES, MAX_SEED, ErrorBody, JobError, JobJSON, ModelChoice, OutputFormat
+from invdn_service.schemas import ErrorBody, JobError, JobJSON
 from invdn_service.uploads import check_image, read_upload
 
 upload_router = APIRouter(prefix="/v1", tags=["jobs"], route_class=JobUploadRoute)
@@ -58,17 +66,17 @@ def job_json(job: Job, store: JobStore, request: Request) -> JobJSON:
 )
 async def create_job(
     request: Request,
-    file: Annotated[UploadFile, File(description="The noisy image: PNG, JPEG, WebP, TIFF, BMP or GIF.")],
+    file: NoisyUpload,
     settings: SettingsDep,
     models: ModelsDep,
     scheduler: SchedulerDep,
     metrics: MetricsDep,
     jobs: JobsDep,
-    model: Annotated[ModelChoice, Form(description=MODEL_DESCRIPTION)] = "invdn",
-    samples: Annotated[int, Form(ge=1, le=MAX_SAMPLES, description="Latent draws averaged (stochastic models).")] = 1,
-    ensemble: Annotated[bool, Form(description="Average the 8 flips/rotations (8x slower).")] = False,
-    format: Annotated[OutputFormat, Form(description="Output format; keep = the upload's format.")] = "png",
-    seed: Annotated[int, Form(ge=0, le=MAX_SEED, description="Seed of the latent draws.")] = 0,
+    model: ModelField = "invdn",
+    samples: SamplesField = 1,
+    ensemble: EnsembleField = False,
+    format: FormatField = "png",
+    seed: SeedField = 0,
 ) -> JSONResponse:
     """Accepts an image of any size up to `limits.max_pixels` and answers 202 at once with the job's status URL
     (also in `Location`); poll it for progress, fetch `result_url` when done, DELETE it to cancel."""
