@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import File, Form, UploadFile
+from fastapi import Depends, File, Form, UploadFile
 
 from invdn.io.formats import READABLE_PHRASE
 from invdn.models import registry
+from invdn_service.jobs import DenoiseOptions
 from invdn_service.schemas import MAX_SAMPLES, MAX_SEED, ErrorBody, ModelChoice, OutputFormat
 
 MODEL_DESCRIPTION = (
@@ -42,4 +43,18 @@ SamplesField = Annotated[int, Form(ge=1, le=MAX_SAMPLES, description="Latent dra
 EnsembleField = Annotated[bool, Form(description="Average the 8 flips/rotations (8x slower).")]
 FormatField = Annotated[OutputFormat, Form(description="Output format; keep = the upload's format.")]
 SeedField = Annotated[int, Form(ge=0, le=MAX_SEED, description="Seed of the latent draws.")]
+
+
+def denoise_form(
+    model: ModelField = "invdn",
+    samples: SamplesField = 1,
+    ensemble: EnsembleField = False,
+    format: FormatField = "png",
+    seed: SeedField = 0,
+) -> tuple[str, DenoiseOptions]:
+    """The model name and the options of a /v1/denoise or /v1/jobs form."""
+    return model, DenoiseOptions(samples=samples, ensemble=ensemble, seed=seed, format=format)
+
+
+DenoiseForm = Annotated[tuple[str, DenoiseOptions], Depends(denoise_form)]
 

@@ -11,21 +11,12 @@ from invdn.io.formats import OUTPUT_MEDIA_TYPES
 from invdn_service.deps import DisconnectDep, MetricsDep, ModelsDep, SchedulerDep, SettingsDep, WantsJSONDep
 from invdn_service.errors import TooLargeForSync
 from invdn_service.jobs import (
-    DenoiseOptions,
     base64_text,
     check_output_format,
     denoise_tiles,
     encode_output,
 )
-from invdn_service.routes.common import (
-    ERROR_RESPONSES,
-    EnsembleField,
-    FormatField,
-    ModelField,
-    NoisyUpload,
-    SamplesField,
-    SeedField,
-)
+from invdn_service.routes.common import ERROR_RESPONSES, DenoiseForm, NoisyUpload
 from invdn_service.routing import UploadRoute
 from invdn_service.schemas import DenoiseJSON
 from invdn_service.uploads import check_image, decode, read_upload
@@ -60,11 +51,7 @@ async def denoise(
     metrics: MetricsDep,
     json_wanted: WantsJSONDep,
     client_gone: DisconnectDep,
-    model: ModelField = "invdn",
-    samples: SamplesField = 1,
-    ensemble: EnsembleField = False,
-    format: FormatField = "png",
-    seed: SeedField = 0,
+    form: DenoiseForm,
 ) -> Response:
     """Returns the image denoised by `model`, with headers X-Model, X-Parameters and X-Inference-Ms. Images over
     the synchronous limit (`limits.sync_max_pixels` of /v1/models) are refused with 413: send them to /v1/jobs."""
@@ -75,15 +62,15 @@ async def denoise(
             f"image is {header.width}x{header.height} = {header.pixels} pixels; /v1/denoise answers up to "
             f"{settings.sync_max_pixels} pixels: send it to POST /v1/jobs (up to {settings.max_pixels} pixels)"
         )
+    model, options = form
     loaded = models.get(model)
-    options = DenoiseOptions(samples=samples, ensemble=ensemble, seed=seed, format=format)
     with scheduler.admitted(header.pixels):
         image = await asyncio.to_thread(decode, data, settings.max_pixels)
         del data
-        check_output_format(image, format)
+        check_output_format(image, options.format)
         work = denoise_tiles(loaded, image.pixels, options, settings.schedule_tile, metrics)
         denoised = await scheduler.run(work, header.pixels, client_gone)
-        out = await asyncio.to_thread(encode_output, image, denoised, format)
+        out = await asyncio.to_thread(encode_output, image, denoised, options.format)
     headers = {
         "X-Model": loaded.name,
         "X-Parameters": str(loaded.parameters),

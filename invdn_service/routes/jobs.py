@@ -10,17 +10,8 @@ from fastapi.responses import JSONResponse
 from invdn.io.formats import OUTPUT_MEDIA_TYPES
 from invdn_service.deps import JobsDep, MetricsDep, ModelsDep, SchedulerDep, SettingsDep
 from invdn_service.errors import JobNotFinished
-from invdn_service.jobs import DenoiseOptions
 from invdn_service.jobstore import JOB_ID_PATTERN, Job, JobStore
-from invdn_service.routes.common import (
-    ERROR_RESPONSES,
-    EnsembleField,
-    FormatField,
-    ModelField,
-    NoisyUpload,
-    SamplesField,
-    SeedField,
-)
+from invdn_service.routes.common import ERROR_RESPONSES, DenoiseForm, NoisyUpload
 from invdn_service.routing import JobUploadRoute
 from invdn_service.schemas import ErrorBody, JobError, JobJSON
 from invdn_service.uploads import check_image, read_upload
@@ -72,18 +63,14 @@ async def create_job(
     scheduler: SchedulerDep,
     metrics: MetricsDep,
     jobs: JobsDep,
-    model: ModelField = "invdn",
-    samples: SamplesField = 1,
-    ensemble: EnsembleField = False,
-    format: FormatField = "png",
-    seed: SeedField = 0,
+    form: DenoiseForm,
 ) -> JSONResponse:
     """Accepts an image of any size up to `limits.max_pixels` and answers 202 at once with the job's status URL
     (also in `Location`); poll it for progress, fetch `result_url` when done, DELETE it to cancel."""
     data = await read_upload(file, settings.max_upload_bytes)
     header = check_image(data, settings.allowed_formats, settings.max_pixels)
+    model, options = form
     loaded = models.get(model)
-    options = DenoiseOptions(samples=samples, ensemble=ensemble, seed=seed, format=format)
     job = jobs.start(
         data,
         loaded,
