@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -43,7 +44,7 @@ class IdentityDenoiser(nn.Module):
 class DrawingDenoiser(IdentityDenoiser):
     """Stub with a random draw, like InvDN's latent: output depends on the generator."""
 
-    model_type = "danet-r"
+    model_type = "invdn"  # the paper InvDN: the registry's stochastic model (the engine passes it a generator)
 
     def denoise(self, x: torch.Tensor, generator: torch.Generator | None = None, **kwargs: object) -> torch.Tensor:
         return x + 0.01 * torch.randn(x.shape, generator=generator)
@@ -204,3 +205,17 @@ def test_cli_table_json_and_broken_file(tmp_path: Path, monkeypatch: pytest.Monk
     assert (tmp_path / "o" / "summary.json").exists()
     result = runner.invoke(evaluate, ["--sigma", "25"])
     assert result.exit_code != 0 and "--dataset" in result.output
+
+
+def test_model_rows_run_through_the_engines_automatic_tiles(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = tmp_path / "big"
+    root.mkdir()
+    pixels = np.random.default_rng(1).integers(0, 256, (300, 260, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(root / "a.png")
+    model = IdentityDenoiser()
+    spec = dataclasses.replace(registry.spec_of(model), min_tile=128, max_tile=160, tile_overlap=16)
+    monkeypatch.setattr(registry, "spec_of", lambda m: spec)
+    results = run_evaluation(EvalConfig(datasets=[root], sigmas=[25.0], bm3d=False, clip8=True), [model_method(model)])
+    assert model.seen and max(max(x.shape[-2:]) for x in model.seen) <= 160  # as users' files: in tiles
+    noisy, ident = ([s.psnr for s in results.scores if s.method == m] for m in ("Noisy input", LABEL))
+    assert ident == pytest.approx(noisy, abs=1e-6)  # and blended back seamlessly

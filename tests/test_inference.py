@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import numpy as np
 import pytest
@@ -108,21 +109,40 @@ def test_tiled_matches_untiled_with_shipped_weights(name: str, noisy_and_clean: 
         pytest.skip(f"no trained {name} weights shipped")
     noisy, clean = noisy_and_clean
     whole = Denoiser(model, device="cpu", tile=512)(noisy, seed=0)
-    # 192-pixel tiles (DANet-R: its smallest automatic ones, 320), overlapping by the model's own default
-    tiled = Denoiser(model, device="cpu", tile=max(192, model_min_tile(model)))(noisy, seed=0)
     assert psnr(whole, clean) > psnr(noisy, clean) + 3  # it does denoise
-    assert abs(psnr(tiled, clean) - psnr(whole, clean)) < 0.05
+    if registry.spec_of(model).max_tile is None:
+        # 192-pixel tiles (or the model's smallest automatic ones), overlapping by the model's own default, agree
+        # with the whole image
+        tiled = Denoiser(model, device="cpu", tile=max(192, model_min_tile(model)))(noisy, seed=0)
+        assert abs(psnr(tiled, clean) - psnr(whole, clean)) < 0.05
+    else:
+        # weights that do better on tiles near their training patches: the registry's measured claim holds here
+        tiled = Denoiser(model, device="cpu")(noisy, seed=0)
+        assert psnr(tiled, clean) - psnr(whole, clean) > 0.1
 
 
 def test_overlap_and_smallest_auto_tile_come_from_the_model() -> None:
     invdn, danet = InvDN(InvDNConfig(blocks_per_level=1, hidden=8)), UNetD(DANetConfig(wf=4))
     assert Denoiser(invdn, device="cpu").overlap == registry.get("invdn-paper").tile_overlap == 16
-    assert Denoiser(danet, device="cpu").overlap == registry.get("danet-r").tile_overlap == 32
+    assert Denoiser(danet, device="cpu").overlap == registry.get("danet-r").tile_overlap == 16
     assert Denoiser(BlurStub(), device="cpu").overlap == DEFAULT_OVERLAP
     assert Denoiser(invdn, device="cpu", overlap=0).overlap == 0  # an explicit overlap wins
-    assert Denoiser(danet, device="cpu").auto_tile_size() >= registry.get("danet-r").min_tile == 320
+    assert Denoiser(danet, device="cpu").auto_tile_size() == registry.get("danet-r").max_tile == 160
     with pytest.raises(ValueError, match="overlap 32"):
-        Denoiser(danet, device="cpu", tile=64)
+        Denoiser(danet, device="cpu", tile=64, overlap=32)
+
+
+def test_the_largest_automatic_tile_comes_from_the_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    danet = UNetD(DANetConfig(wf=4))
+    spec = registry.spec_of(danet)
+    capped = dataclasses.replace(spec, min_tile=128, max_tile=192)
+    monkeypatch.setattr(registry, "spec_of", lambda model: capped if model is danet else None)
+    assert Denoiser(danet, device="cpu").auto_tile_size() == 192  # memory would allow far more
+    assert Denoiser(danet, device="cpu", tile=512).tile_size() == 512  # an explicit tile wins
+    monkeypatch.setattr(registry, "spec_of", lambda model: dataclasses.replace(capped, max_tile=None))
+    assert Denoiser(danet, device="cpu").auto_tile_size() > 192
+    monkeypatch.setattr(registry, "spec_of", lambda model: dataclasses.replace(capped, max_tile=64))
+    assert Denoiser(danet, device="cpu").auto_tile_size() == 128  # never below the smallest
 
 
 def test_a_tile_off_the_models_multiple_is_rounded_down_to_it() -> None:

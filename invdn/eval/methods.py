@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from invdn.eval.config import OptionError
-from invdn.inference.fast import for_inference
+from invdn.inference.engine import Denoiser
 from invdn.models import registry
 from invdn.models.flops import count_parameters
 from invdn.training.noise import seed_from
@@ -64,29 +64,6 @@ def _model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def denoise_fn(
-    model: nn.Module, noisy: np.ndarray, generator: torch.Generator | None = None, ensemble: bool = False
-) -> np.ndarray:
-    """Run ``model.denoise`` on one float HxWxC image (C = 3, or 1: replicated in, averaged out)."""
-    if noisy.ndim != 3 or noisy.shape[2] not in (1, 3):
-        raise ValueError(f"expected an HxWx1 or HxWx3 image, got {noisy.shape}")
-    device = _model_device(model)
-    x = torch.from_numpy(np.array(noisy.transpose(2, 0, 1), dtype=np.float32)).unsqueeze(0).to(device)
-    grey = x.shape[1] == 1
-    if grey:
-        x = x.expand(-1, 3, -1, -1).contiguous()
-    kwargs: dict[str, object] = {}
-    if generator is not None:
-        kwargs["generator"] = generator
-    if ensemble:
-        kwargs["ensemble"] = True
-    with torch.inference_mode():
-        y = for_inference(model).denoise(x, **kwargs)  # the engine's optimised variant, same results
-    if grey:
-        y = y.mean(dim=1, keepdim=True)
-    return y[0].float().cpu().numpy().transpose(1, 2, 0)
-
-
 def _label(model: nn.Module) -> str:
     """The registry's label for a module, else its `model_type`."""
     spec = registry.spec_of(model)
@@ -106,16 +83,16 @@ def describe_model(model: nn.Module, name: str | None = None) -> dict:
 
 
 def model_method(model: nn.Module, name: str | None = None, ensemble: bool = False, seed: int = 0) -> Method:
-    """A table row for a denoiser module (``.denoise``, ``model_type``, ``pretrained``)."""
+    """A table row for a denoiser module (``.denoise``, ``model_type``, ``pretrained``), run as users' files are:
+    through the inference engine with the model's automatic tiles (see `denoise_fn`)."""
     label = name or _label(model)
     if ensemble:
         label += " (x8 ensemble)"
-    device = _model_device(model)
+    denoiser = Denoiser(model, device=_model_device(model), precision="fp32")
 
     def run(noisy: np.ndarray, ctx: ImageContext) -> np.ndarray:
-        g = torch.Generator(device=device)
-        g.manual_seed(seed_from(seed, "draw", ctx.dataset, ctx.condition.label, ctx.image))
-        return denoise_fn(model, noisy, generator=g, ensemble=ensemble)
+        draw = seed_from(seed, "draw", ctx.dataset, ctx.condition.label, ctx.image)
+        return denoiser(np.asarray(noisy, dtype=np.float32), seed=draw, ensemble=ensemble)
 
     note = "" if getattr(model, "pretrained", False) else UNTRAINED_NOTE
     return Method(name=label, run=run, kind="model", params=count_parameters(model), note=note)

@@ -25,8 +25,8 @@ from invdn.runtime import tune_allocator
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
-# Per-model facts (tile overlap, smallest automatic tile, activation bytes per pixel) come from `invdn.models.registry`;
-# these apply to models the registry does not know.
+# Per-model facts (tile overlap, smallest and largest automatic tiles, activation bytes per pixel) come from
+# `invdn.models.registry`; these apply to models the registry does not know.
 DEFAULT_BYTES_PER_PIXEL = 4 * 1024
 MIN_TILE = 64
 MAX_AUTO_TILE = {"cpu": 1024, "cuda": 2048, "mps": 1024}
@@ -43,6 +43,12 @@ def model_min_tile(model: nn.Module) -> int:
     """The smallest automatic tile side of a model's registry entry, else MIN_TILE."""
     spec = registry.spec_of(model)
     return max(MIN_TILE, spec.min_tile if spec is not None else MIN_TILE)
+
+
+def model_max_tile(model: nn.Module) -> int | None:
+    """The largest automatic tile side of a model's registry entry (None: memory decides)."""
+    spec = registry.spec_of(model)
+    return None if spec is None else spec.max_tile
 
 
 def model_bytes_per_pixel(model: nn.Module) -> int:
@@ -220,7 +226,8 @@ class Denoiser:
         self.overlap = overlap
 
     def auto_tile_size(self) -> int:
-        """A tile side that fits the activation memory budget of the device (multiple of 32)."""
+        """A tile side that fits the activation memory budget of the device (multiple of 32), within the model's
+        smallest and largest automatic tiles (`invdn.models.registry.ModelSpec`)."""
         per_pixel = model_bytes_per_pixel(self.model)
         if self.device.type == "cuda":
             free, _ = torch.cuda.mem_get_info(self.device)
@@ -229,7 +236,8 @@ class Denoiser:
             budget = min(psutil.virtual_memory().available * 0.25, 768 * 1024**2)
         side = int(math.sqrt(budget / per_pixel)) // 32 * 32
         floor = -(-max(model_min_tile(self.model), 2 * self.overlap + 32) // 32) * 32
-        return max(floor, min(side, MAX_AUTO_TILE.get(self.device.type, 1024)))
+        ceiling = min(MAX_AUTO_TILE.get(self.device.type, 1024), model_max_tile(self.model) or 1 << 30)
+        return max(floor, min(side, ceiling))
 
     def check(self, pixels: np.ndarray, samples: int) -> None:
         """Raise ValueError unless `pixels` is (H, W, 1 or 3) for this model and `samples` >= 1."""

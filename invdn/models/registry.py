@@ -75,6 +75,7 @@ class ModelSpec:
     aliases: tuple[str, ...] = ()  # other names accepted for this model
     tile_overlap: int = 32  # pixels by which inference tiles overlap (measured; see each entry)
     min_tile: int = 128  # smallest automatic tile side
+    max_tile: int | None = None  # largest automatic tile side, for weights that do better on tiles (measured)
     bytes_per_pixel: int = 4096  # peak activation memory per input pixel of the fp32 inference path
     stochastic: bool = False  # denoise draws random latents (takes `samples` and a `generator`)
     fast: str | None = None  # "module:Class" of its inference-only variant (`Class.from_model(model)`), if any
@@ -120,10 +121,13 @@ MODELS: tuple[ModelSpec, ...] = (
         task=_task_danet_r,
         description="DANet's denoiser R (Yue et al., ECCV 2020), the baseline",
         aliases=("danet",),
-        tile_overlap=32,
-        # the 16x U-Net sees far past its overlap; with the v2 weights on a 512x512 image, 192-pixel tiles cost
-        # 0.067 dB against the whole image, 320-pixel ones 0.025 dB, so automatic tiles stay above.
-        min_tile=320,
+        # The U-Net's receptive field outgrew its 128-pixel training patches: the v3 weights do better on tiles of
+        # about that size than on the whole image. On the first 10 CBSD68 images at sigma 25 and 50 (8-bit inputs),
+        # tiled - whole is +0.53 dB on average for 160-pixel tiles overlapping by 16 (128/16: +0.50; 160/32: +0.46;
+        # 320/32: +0.23; 96/16: +0.13), measured by benchmarks/tile_overlap.py, so automatic tiles are 160 pixels.
+        tile_overlap=16,
+        min_tile=128,
+        max_tile=160,
         bytes_per_pixel=2048,  # benchmarks/memory_per_pixel.py: 1228 B/px (fp32, 1024x1024, AVX512)
         fast="invdn.inference.fast:FastDANetR",
     ),

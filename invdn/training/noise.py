@@ -42,7 +42,7 @@ photo: the clean image becomes its BT.601 luminance (rounded to 8 bits, as a gre
 noises that one channel (camera: the grey image goes through the RGB camera pipeline and the processed result is
 converted back to luminance, as a camera writing a grey JPEG does), and the result is replicated to every
 channel, so all channels carry one and the same noise field. This is what a colour model sees when a one-channel
-file is replicated to RGB (``invdn.eval.methods.denoise_fn``). Example: ``awgn:0-55:grey:clip8``. The training
+file is replicated to RGB (``invdn.inference.engine.Denoiser``). Example: ``awgn:0-55:grey:clip8``. The training
 target must then be the grey clean image too: ``NoiseModel.pair(clean, generator)`` returns ``(noisy, target)``
 (the target is the clean input for every component but a ``grey`` one), and
 ``invdn.training.data.NoisyPatches`` uses it.
