@@ -49,6 +49,7 @@ def quality_rows(
     overlaps: list[int],
     clip8: bool = True,
 ) -> list[dict]:
+    tiled = {(t, o): Denoiser(model, device="cpu", tile=t, overlap=o) for t in tiles for o in overlaps}
     rows = []
     for index, path in enumerate(files):
         clean = read_image(path).astype(np.float32) / 255.0  # grey images come as three channels
@@ -61,10 +62,8 @@ def quality_rows(
             whole_side = -(-max(clean.shape[:2]) // 64) * 64
             whole = psnr(Denoiser(model, device="cpu", tile=whole_side)(noisy, seed=0), clean)
             row = {"image": path.name, "sigma": sigma, "whole_psnr": whole}
-            for tile in tiles:
-                for overlap in overlaps:
-                    tiled = Denoiser(model, device="cpu", tile=tile, overlap=overlap)(noisy, seed=0)
-                    row[key(tile, overlap)] = psnr(tiled, clean) - whole
+            for (tile, overlap), denoiser in tiled.items():
+                row[key(tile, overlap)] = psnr(denoiser(noisy, seed=0), clean) - whole
             rows.append(row)
             print(f"[tile_overlap] {path.name} sigma {sigma:g} done", file=sys.stderr, flush=True)
     return rows

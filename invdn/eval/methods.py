@@ -84,7 +84,7 @@ def describe_model(model: nn.Module, name: str | None = None) -> dict:
 
 def model_method(model: nn.Module, name: str | None = None, ensemble: bool = False, seed: int = 0) -> Method:
     """A table row for a denoiser module (``.denoise``, ``model_type``, ``pretrained``), run as users' files are:
-    through the inference engine with the model's automatic tiles (see `denoise_fn`)."""
+    through the inference engine (`invdn.inference.engine.Denoiser`, float32) with the model's automatic tiles."""
     label = name or _label(model)
     if ensemble:
         label += " (x8 ensemble)"
