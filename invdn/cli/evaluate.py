@@ -81,6 +81,12 @@ from invdn.models import registry
 @click.option("--device", default="cpu", help="Device for the models: auto, cpu, cuda, cuda:N or mps.")
 @click.option("--seed", type=int, default=0, help="Seed of InvDN's latent draws (noise seeds do not depend on it).")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="Torch threads (default: all cores).")
+@click.option(
+    "--score-cache",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="JSON-lines file of (C)BM3D scores keyed by the exact input bytes: reused where they match, added to.",
+)
 @click.option("--quiet", is_flag=True, help="No progress lines on stderr.")
 def evaluate(
     models: tuple[str, ...],
@@ -100,12 +106,14 @@ def evaluate(
     device: str,
     seed: int,
     threads: int | None,
+    score_cache: Path | None,
     quiet: bool,
 ) -> None:
     """PSNR/SSIM of noisy input, (C)BM3D, DANet-R and InvDN on the same seeded noisy images.
 
     Example: invdn eval --dataset ../shared/datasets/CBSD68 --limit 10 --sigma 25
     """
+    from invdn.eval.cache import ScoreCache
     from invdn.eval.config import EvalConfig, OptionError
     from invdn.eval.methods import ModelLoadError, model_names, model_rows, parse_weight_overrides
     from invdn.eval.report import markdown_report, summarize, write_outputs
@@ -134,7 +142,11 @@ def evaluate(
     for name in rows.untrained:
         click.echo(f"warning: {name} has no trained weights; its rows use a random init", err=True)
 
-    results = run_evaluation(config, rows.methods, progress=None if quiet else (lambda m: click.echo(m, err=True)))
+    say = None if quiet else (lambda m: click.echo(m, err=True))
+    cache = ScoreCache(score_cache) if score_cache is not None else None
+    results = run_evaluation(config, rows.methods, progress=say, cache=cache)
+    if cache is not None and not quiet:
+        click.echo(f"{results.cached} scores reused from {score_cache}", err=True)
     results.models = rows.described
     summary = summarize(results)
     if out_dir is not None:

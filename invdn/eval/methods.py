@@ -56,6 +56,7 @@ class Method:
     params: int | None = None  # learned parameters (plot x-axis); None for non-learned methods
     note: str = ""  # shown beside the row (e.g. "random init: no trained weights")
     real_only: bool = False  # run only on real-noise pairs
+    cache_tag: str | None = None  # version of a deterministic method, for `invdn.eval.cache`; None: never cached
 
 
 def _model_device(model: nn.Module) -> torch.device:
@@ -103,6 +104,13 @@ def noisy_method() -> Method:
     return Method(name="Noisy input", run=lambda noisy, ctx: noisy, kind="noisy")
 
 
+def bm3d_tag() -> str:
+    """The cache tag of every (C)BM3D row: the bm3d package's version (its results are deterministic)."""
+    from importlib.metadata import version
+
+    return f"bm3d {version('bm3d')}"
+
+
 def bm3d_denoise(noisy: np.ndarray, sigma: float) -> np.ndarray:
     """BM3D (grey, HxWx1) or CBM3D (colour, HxWx3) with noise std ``sigma`` on the [0, 1] scale."""
     import bm3d  # slow to import; only when used
@@ -129,7 +137,7 @@ def bm3d_method(grey_name: bool = False) -> Method:
         sigma = ctx.condition.sigma / 255.0 if ctx.condition.sigma is not None else estimated_sigma(noisy)
         return bm3d_denoise(noisy, sigma)
 
-    return Method(name="BM3D" if grey_name else "CBM3D", run=run, kind="bm3d")
+    return Method(name="BM3D" if grey_name else "CBM3D", run=run, kind="bm3d", cache_tag=bm3d_tag())
 
 
 def fixed_sigma_bm3d(sigma: float) -> DenoiseCall:

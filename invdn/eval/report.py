@@ -77,6 +77,7 @@ def summarize(results: EvalResults) -> dict:
         "rows": rows,
         "quoted": quoted,
         "failures": results.failures,
+        "cached_scores": results.cached,  # peer scores reused from a score cache (invdn.eval.cache), not re-run
     }
 
 

@@ -20,8 +20,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from invdn.eval.cache import ScoreCache, score_key
 from invdn.eval.config import EvalConfig
-from invdn.eval.methods import Condition, ImageContext, Method, bm3d_method, fixed_sigma_bm3d, noisy_method
+from invdn.eval.methods import (
+    Condition,
+    ImageContext,
+    Method,
+    bm3d_method,
+    bm3d_tag,
+    fixed_sigma_bm3d,
+    noisy_method,
+)
 from invdn.eval.metrics import psnr, quantize8, ssim
 from invdn.training.data import FullImageFolder, PairedFolder, list_images, read_image
 from invdn.training.noise import clip8, make_noise
@@ -53,6 +62,7 @@ class EvalResults:
     conditions: dict[str, list[Condition]] = field(default_factory=dict)  # dataset name -> its conditions
     failures: list[dict[str, str]] = field(default_factory=list)  # {"path", "error"} for skipped images
     models: list[dict] = field(default_factory=list)  # model descriptions (type, params, weights)
+    cached: int = 0  # scores reused from a `ScoreCache` instead of measured in this run
 
 
 def _is_grey_folder(root: Path) -> bool:
@@ -65,14 +75,26 @@ def _hwc(t: torch.Tensor) -> np.ndarray:
     return t.numpy().transpose(1, 2, 0).astype(np.float64)
 
 
-def _score(method: Method, noisy: np.ndarray, clean_u8: np.ndarray, ctx: ImageContext) -> tuple[float, float, float]:
+def _score(
+    method: Method, noisy: np.ndarray, clean_u8: np.ndarray, ctx: ImageContext, cache: ScoreCache | None = None
+) -> tuple[float, float, float]:
+    """PSNR, SSIM and seconds of `method` on one image; from `cache` when it holds this method on these bytes."""
+    key = None
+    if cache is not None and method.cache_tag is not None:
+        key = score_key(method.name, method.cache_tag, ctx.condition.sigma, noisy, clean_u8)
+        found = cache.get(key)
+        if found is not None:
+            return found
     start = time.perf_counter()
     out = method.run(noisy, ctx)
     seconds = time.perf_counter() - start
     if out.shape != noisy.shape:
         raise ValueError(f"{method.name} returned shape {out.shape} for input {noisy.shape}")
     out_u8 = quantize8(out)
-    return psnr(out_u8, clean_u8), ssim(out_u8, clean_u8), seconds
+    scores = psnr(out_u8, clean_u8), ssim(out_u8, clean_u8), seconds
+    if key is not None and cache is not None:
+        cache.put(key, scores, f"{ctx.dataset} {ctx.condition.label} {ctx.image} {method.name}")
+    return scores
 
 
 def _record(results: EvalResults, ctx: ImageContext, method: str, scores: tuple[float, float, float], mp: float):
@@ -96,8 +118,11 @@ def run_evaluation(
     config: EvalConfig,
     models: Sequence[Method],
     progress: Callable[[str], None] | None = None,
+    cache: ScoreCache | None = None,
 ) -> EvalResults:
-    """Evaluate the noisy input, (C)BM3D (if enabled) and the given model rows on every dataset and condition."""
+    """Evaluate the noisy input, (C)BM3D (if enabled) and the given model rows on every dataset and condition.
+
+    Rows with a `Method.cache_tag` take their scores from `cache` where it has them (`invdn.eval.cache`)."""
     say = progress or (lambda _msg: None)
     results = EvalResults(config=config)
     if config.bm3d:
@@ -105,10 +130,12 @@ def run_evaluation(
     warm = ImageContext("warm-up", Condition("warm-up", None, None), "warm-up")
     for m in models:  # first calls allocate and pick kernels; keep that out of the timings
         m.run(np.full((32, 32, 3), 0.5), warm)
+    hits = cache.hits if cache is not None else 0
     for path in config.datasets:
-        _evaluate_synthetic(Path(path), config, models, results, say)
+        _evaluate_synthetic(Path(path), config, models, results, say, cache)
     for path in config.pairs:
-        _evaluate_pairs(Path(path), config, models, results, say)
+        _evaluate_pairs(Path(path), config, models, results, say, cache)
+    results.cached = cache.hits - hits if cache is not None else 0
     return results
 
 
@@ -117,7 +144,12 @@ def _register(results: EvalResults, method: Method) -> None:
 
 
 def _evaluate_synthetic(
-    root: Path, config: EvalConfig, models: Sequence[Method], results: EvalResults, say: Callable[[str], None]
+    root: Path,
+    config: EvalConfig,
+    models: Sequence[Method],
+    results: EvalResults,
+    say: Callable[[str], None],
+    cache: ScoreCache | None,
 ) -> None:
     grey = config.grey == "on" or (config.grey == "auto" and _is_grey_folder(root))
     name = _unique_name(root, results.datasets)
@@ -145,18 +177,23 @@ def _evaluate_synthetic(
             mp = clean.shape[0] * clean.shape[1] / 1e6
             ctx = ImageContext(name, cond, str(item["name"]))
             for m in methods:
-                _record(results, ctx, m.name, _score(m, noisy, clean_u8, ctx), mp)
+                _record(results, ctx, m.name, _score(m, noisy, clean_u8, ctx, cache), mp)
             say(f"{name} {cond.label}: {i + 1}/{len(folder)} {item['name']}")
     results.datasets[name] = {"path": str(root), "images": count, "grey": grey, "kind": "synthetic"}
 
 
 def _evaluate_pairs(
-    root: Path, config: EvalConfig, models: Sequence[Method], results: EvalResults, say: Callable[[str], None]
+    root: Path,
+    config: EvalConfig,
+    models: Sequence[Method],
+    results: EvalResults,
+    say: Callable[[str], None],
+    cache: ScoreCache | None,
 ) -> None:
     grey = config.grey == "on"
     name = _unique_name(root, results.datasets)
     cond = Condition("real", None, None)
-    est = Method(name="CBM3D (σ estimated per image)", run=bm3d_method().run, kind="bm3d")
+    est = Method(name="CBM3D (σ estimated per image)", run=bm3d_method().run, kind="bm3d", cache_tag=bm3d_tag())
     methods = [noisy_method()] + ([est] if config.bm3d else []) + list(models)
     for m in methods:
         _register(results, m)
@@ -175,11 +212,11 @@ def _evaluate_pairs(
         mp = clean.shape[0] * clean.shape[1] / 1e6
         ctx = ImageContext(name, cond, str(item["name"]))
         for m in methods:
-            _record(results, ctx, m.name, _score(m, noisy, clean_u8, ctx), mp)
+            _record(results, ctx, m.name, _score(m, noisy, clean_u8, ctx, cache), mp)
         if config.bm3d:
             for s in config.bm3d_sweep:
-                tuned = Method(name=f"σ={s:g}", run=fixed_sigma_bm3d(s), kind="bm3d")
-                p, q, sec = _score(tuned, noisy, clean_u8, ctx)
+                tuned = Method(name=f"σ={s:g}", run=fixed_sigma_bm3d(s), kind="bm3d", cache_tag=bm3d_tag())
+                p, q, sec = _score(tuned, noisy, clean_u8, ctx, cache)
                 sweep[s].append((p, q, sec, mp, ctx.image))
         say(f"{name} real: {i + 1}/{len(folder)} {item['name']}")
     if config.bm3d and sweep and all(sweep.values()):
