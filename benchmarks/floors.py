@@ -144,12 +144,13 @@ def section(out: Path, command: str) -> str:
         f"{name}: `{Path(m['weights']).name if m.get('weights') else 'random init'}`"
         for name, m in _model_entries(out).items()
     )
-    cached = sum(int(s.get("cached_scores", 0)) for s in _summaries(out).values())
+    cached = {part: int(s.get("cached_scores", 0)) for part, s in _summaries(out).items()}
     reused = (
-        f" {cached} peer scores were reused from each part's `peer_scores.jsonl`, measured by an earlier run on the"
-        " same noisy and clean bytes with the same package versions (`invdn/eval/cache.py`); their s/MP is that"
-        " run's."
-        if cached
+        " Peer scores reused from each part's `peer_scores.jsonl` ("
+        + ", ".join(f"{part}: {n}" for part, n in cached.items())
+        + "), measured by an earlier run on the same noisy and clean bytes with the same package versions"
+        " (`invdn/eval/cache.py`); the rows say so, and their s/MP is that run's."
+        if any(cached.values())
         else ""
     )
     return "\n".join([

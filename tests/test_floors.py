@@ -65,4 +65,4 @@ def test_results_section_replaced_and_cache_named(tmp_path: Path) -> None:
     assert floors.main([str(out), "--results", str(results)]) == 0
     text = results.read_text()
     assert text.startswith("# head\n") and text.endswith("tail\n") and "\nold\n" not in text
-    assert "invdn-lc-v9.safetensors" in text and "14 peer scores were reused" in text  # 7 in each of 2 parts
+    assert "invdn-lc-v9.safetensors" in text and "(cbsd68: 7, cc15: 7)" in text

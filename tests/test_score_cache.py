@@ -114,4 +114,26 @@ def test_bm3d_rows_carry_the_package_version(grey: bool) -> None:
 
     from invdn.eval.methods import bm3d_method
 
-    assert bm3d_method(grey_name=grey).cache_tag == f"bm3d {version('bm3d')}"
+    tag = bm3d_method(grey_name=grey).cache_tag
+    assert tag is not None and f"bm3d {version('bm3d')}" in tag and "bm4d" in tag  # bm4d: its compiled engine
+
+
+def test_reused_rows_are_marked_in_the_report(tmp_path: Path) -> None:
+    from invdn.eval.report import markdown_report, summarize
+
+    root = _folder(tmp_path / "set", n=1)
+    config = EvalConfig(datasets=[root], sigmas=[25.0], bm3d=False, clip8=True)
+    cache = tmp_path / "scores.jsonl"
+    rows = lambda: [Method("Peer", Counting(), kind="peer", cache_tag="peer 1")]  # noqa: E731
+    fresh = markdown_report(summarize(run_evaluation(config, rows(), cache=ScoreCache(cache))))
+    assert "reused" not in fresh
+    again = run_evaluation(config, rows(), cache=ScoreCache(cache))
+    assert [s.cached for s in again.scores if s.method == "Peer"] == [True]
+    assert "1 of 1 scores reused from the score cache" in markdown_report(summarize(again))
+
+
+def test_row_after_a_torn_line_is_kept(tmp_path: Path) -> None:
+    path = tmp_path / "scores.jsonl"
+    path.write_text('{"key": "x", "psnr": 3')  # killed mid-write, no newline
+    ScoreCache(path).put("d" * 64, (1.0, 0.1, 0.5))
+    assert ScoreCache(path).get("d" * 64) == (1.0, 0.1, 0.5)

@@ -2,17 +2,19 @@
 
 CBM3D on a 68-image set takes most of an hour on one core, and its score on an image never changes while the
 noisy and clean bytes, the method and its version stay the same. `ScoreCache` keeps (PSNR, SSIM, seconds) per
-key: SHA-256 of the method's row name, its `Method.cache_tag` (implementation and version), the condition's
-oracle sigma, and the noisy input (float64 bytes and shape) and 8-bit clean reference the method was scored on.
-Any change to the inputs, the noise, the sigma or the package version is a different key, so a stale score
-cannot be reused. Only methods with a `cache_tag` are cached; models never are (their weights change).
+key: SHA-256 of the method's row name, its `Method.cache_tag` (implementation, versions and device), the
+condition's oracle sigma, the scoring code (`SCORE_VERSION` and the versions of the packages that compute the
+metrics and estimate sigma), and the noisy input (float64 bytes and shape) and 8-bit clean reference the method
+was scored on. Any change to these is a different key, so a stale score cannot be reused. Only methods with a
+`cache_tag` are cached; models never are (their weights change).
 
 The file is JSON lines, appended and flushed one score at a time, so an interrupted run keeps what it measured;
-a torn last line is skipped on reading. The seconds are the run that measured the score.
+a torn last line is skipped on reading. The seconds are the run that measured the score (reports mark such rows).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from pathlib import Path
@@ -21,11 +23,41 @@ import numpy as np
 
 Scores = tuple[float, float, float]  # PSNR dB, SSIM, seconds
 
+# Bump when the scoring or a peer's wrapper changes (invdn/eval/metrics.py, run._score, methods.bm3d_denoise,
+# benchmarks/peers.py FFDNet): every stored score then stops matching.
+SCORE_VERSION = 1
+
+
+@functools.cache
+def package_versions(*packages: str) -> str:
+    """'numpy 2.1.0, bm4d absent': the installed version of each distribution, for cache tags."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    parts = []
+    for package in packages:
+        try:
+            parts.append(f"{package} {version(package)}")
+        except PackageNotFoundError:
+            parts.append(f"{package} absent")
+    return ", ".join(parts)
+
+
+def scoring_environment() -> str:
+    """What computes the scores and estimates sigma: `SCORE_VERSION` and numpy's, scikit-image's and pywt's versions."""
+    return f"score v{SCORE_VERSION}, " + package_versions("numpy", "scikit-image", "PyWavelets")
+
 
 def score_key(method: str, tag: str, sigma: float | None, noisy: np.ndarray, clean_u8: np.ndarray) -> str:
     """The cache key of one method on one image: hex SHA-256 of everything its score depends on."""
     h = hashlib.sha256()
-    header = {"method": method, "tag": tag, "sigma": sigma, "noisy": list(noisy.shape), "clean": list(clean_u8.shape)}
+    header = {
+        "method": method,
+        "tag": tag,
+        "scoring": scoring_environment(),
+        "sigma": sigma,
+        "noisy": list(noisy.shape),
+        "clean": list(clean_u8.shape),
+    }
     h.update(json.dumps(header, sort_keys=True).encode())
     h.update(np.ascontiguousarray(noisy, dtype=np.float64).tobytes())
     h.update(np.ascontiguousarray(clean_u8, dtype=np.uint8).tobytes())
@@ -39,7 +71,9 @@ class ScoreCache:
         self.path = Path(path)
         self.hits = 0  # lookups answered from the file in this run
         self._scores: dict[str, Scores] = {}
+        self._torn = False  # the file ends without a newline: the next row starts on a new line
         if self.path.is_file():
+            self._torn = not self.path.read_bytes().endswith(b"\n") and self.path.stat().st_size > 0
             with self.path.open(encoding="utf-8") as f:
                 for line in f:
                     try:
@@ -65,5 +99,6 @@ class ScoreCache:
         psnr, ssim, seconds = scores
         row = {"key": key, "psnr": psnr, "ssim": ssim, "seconds": seconds, "label": label}
         with self.path.open("a", encoding="utf-8") as f:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+            f.write(("\n" if self._torn else "") + json.dumps(row, ensure_ascii=False) + "\n")
             f.flush()
+        self._torn = False

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from invdn.eval.cache import package_versions
 from invdn.eval.config import OptionError
 from invdn.inference.engine import Denoiser
 from invdn.models import registry
@@ -105,10 +106,8 @@ def noisy_method() -> Method:
 
 
 def bm3d_tag() -> str:
-    """The cache tag of every (C)BM3D row: the bm3d package's version (its results are deterministic)."""
-    from importlib.metadata import version
-
-    return f"bm3d {version('bm3d')}"
+    """The cache tag of every (C)BM3D row: the versions of bm3d and of bm4d, its compiled engine (deterministic)."""
+    return package_versions("bm3d", "bm4d")
 
 
 def bm3d_denoise(noisy: np.ndarray, sigma: float) -> np.ndarray:

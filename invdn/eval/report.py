@@ -62,6 +62,7 @@ def summarize(results: EvalResults) -> dict:
                 "psnr": _finite(float(np.mean([i.psnr for i in items]))),
                 "ssim": _finite(float(np.mean([i.ssim for i in items]))),
                 "sec_per_mp": _finite(sum(i.seconds for i in items) / mp) if mp else None,
+                "cached": sum(i.cached for i in items),  # scores reused from a score cache (invdn.eval.cache)
             }
         )
     quoted = [
@@ -133,7 +134,8 @@ def markdown_report(summary: dict) -> str:
                 cells.append(_fmt_cell(r) if r else "—")
             secs = [r["sec_per_mp"] for r in mrows.values() if r["sec_per_mp"] is not None]
             cells.append(f"{np.mean(secs):.3g}" if secs and first["kind"] != "noisy" else "—")
-            cells.append(first["note"])
+            reused = sum(r.get("cached", 0) for r in mrows.values())
+            cells.append("; ".join(n for n in (first["note"], _reused_note(reused, mrows)) if n))
             out.write("| " + " | ".join(cells) + " |\n")
         quoted = _quoted_for(dataset) if info["kind"] == "synthetic" else None
         sigmas = [r["sigma"] for r in drows if r["sigma"] is not None]
@@ -157,10 +159,19 @@ def markdown_report(summary: dict) -> str:
     return out.getvalue()
 
 
+def _reused_note(reused: int, rows: dict[str, dict]) -> str:
+    """The note of a row whose scores came (partly) from a score cache: its s/MP is from an earlier run."""
+    if not reused:
+        return ""
+    total = sum(r["images"] for r in rows.values())
+    return f"{reused} of {total} scores reused from the score cache (same bytes; s/MP from the run that measured them)"
+
+
 def _csv_bytes(scores: list[ImageScore]) -> bytes:
     buf = io.StringIO()
     writer = csv.writer(buf)
-    writer.writerow(["dataset", "condition", "sigma", "image", "method", "psnr", "ssim", "seconds", "megapixels"])
+    header = ["dataset", "condition", "sigma", "image", "method", "psnr", "ssim", "seconds", "megapixels", "cached"]
+    writer.writerow(header)
     for s in scores:
         writer.writerow(
             [
@@ -173,6 +184,7 @@ def _csv_bytes(scores: list[ImageScore]) -> bytes:
                 f"{s.ssim:.5f}",
                 f"{s.seconds:.4f}",
                 f"{s.megapixels:.5f}",
+                int(s.cached),
             ]
         )
     return buf.getvalue().encode()

@@ -49,6 +49,7 @@ class ImageScore:
     ssim: float  # scikit-image SSIM
     seconds: float  # wall time of the method on this image
     megapixels: float  # image size
+    cached: bool = False  # reused from a `ScoreCache`: `seconds` is from the run that measured it
 
 
 @dataclass
@@ -62,7 +63,11 @@ class EvalResults:
     conditions: dict[str, list[Condition]] = field(default_factory=dict)  # dataset name -> its conditions
     failures: list[dict[str, str]] = field(default_factory=list)  # {"path", "error"} for skipped images
     models: list[dict] = field(default_factory=list)  # model descriptions (type, params, weights)
-    cached: int = 0  # scores reused from a `ScoreCache` instead of measured in this run
+
+    @property
+    def cached(self) -> int:
+        """How many of the reported scores were reused from a `ScoreCache` instead of measured in this run."""
+        return sum(s.cached for s in self.scores)
 
 
 def _is_grey_folder(root: Path) -> bool:
@@ -75,16 +80,20 @@ def _hwc(t: torch.Tensor) -> np.ndarray:
     return t.numpy().transpose(1, 2, 0).astype(np.float64)
 
 
+# PSNR, SSIM, seconds, and whether they came from a ScoreCache
+Measured = tuple[float, float, float, bool]
+
+
 def _score(
     method: Method, noisy: np.ndarray, clean_u8: np.ndarray, ctx: ImageContext, cache: ScoreCache | None = None
-) -> tuple[float, float, float]:
+) -> Measured:
     """PSNR, SSIM and seconds of `method` on one image; from `cache` when it holds this method on these bytes."""
     key = None
     if cache is not None and method.cache_tag is not None:
         key = score_key(method.name, method.cache_tag, ctx.condition.sigma, noisy, clean_u8)
         found = cache.get(key)
         if found is not None:
-            return found
+            return (*found, True)
     start = time.perf_counter()
     out = method.run(noisy, ctx)
     seconds = time.perf_counter() - start
@@ -94,13 +103,13 @@ def _score(
     scores = psnr(out_u8, clean_u8), ssim(out_u8, clean_u8), seconds
     if key is not None and cache is not None:
         cache.put(key, scores, f"{ctx.dataset} {ctx.condition.label} {ctx.image} {method.name}")
-    return scores
+    return (*scores, False)
 
 
-def _record(results: EvalResults, ctx: ImageContext, method: str, scores: tuple[float, float, float], mp: float):
-    p, s, sec = scores
+def _record(results: EvalResults, ctx: ImageContext, method: str, scores: Measured, mp: float) -> None:
+    p, s, sec, cached = scores
     results.scores.append(
-        ImageScore(ctx.dataset, ctx.condition.label, ctx.condition.sigma, ctx.image, method, p, s, sec, mp)
+        ImageScore(ctx.dataset, ctx.condition.label, ctx.condition.sigma, ctx.image, method, p, s, sec, mp, cached)
     )
 
 
@@ -130,12 +139,10 @@ def run_evaluation(
     warm = ImageContext("warm-up", Condition("warm-up", None, None), "warm-up")
     for m in models:  # first calls allocate and pick kernels; keep that out of the timings
         m.run(np.full((32, 32, 3), 0.5), warm)
-    hits = cache.hits if cache is not None else 0
     for path in config.datasets:
         _evaluate_synthetic(Path(path), config, models, results, say, cache)
     for path in config.pairs:
         _evaluate_pairs(Path(path), config, models, results, say, cache)
-    results.cached = cache.hits - hits if cache is not None else 0
     return results
 
 
@@ -199,7 +206,9 @@ def _evaluate_pairs(
         _register(results, m)
     results.conditions[name] = [cond]
     folder = PairedFolder(root, grey=grey, limit=config.limit)
-    sweep: dict[float, list[tuple[float, float, float, float, str]]] = {s: [] for s in config.bm3d_sweep}
+    tag = bm3d_tag()
+    tuned = {s: Method(name=f"σ={s:g}", run=fixed_sigma_bm3d(s), kind="bm3d", cache_tag=tag) for s in config.bm3d_sweep}
+    sweep: dict[float, list[tuple[Measured, float, str]]] = {s: [] for s in config.bm3d_sweep}
     for i in range(len(folder)):
         try:
             item = folder[i]
@@ -214,16 +223,15 @@ def _evaluate_pairs(
         for m in methods:
             _record(results, ctx, m.name, _score(m, noisy, clean_u8, ctx, cache), mp)
         if config.bm3d:
-            for s in config.bm3d_sweep:
-                tuned = Method(name=f"σ={s:g}", run=fixed_sigma_bm3d(s), kind="bm3d", cache_tag=bm3d_tag())
-                p, q, sec = _score(tuned, noisy, clean_u8, ctx, cache)
-                sweep[s].append((p, q, sec, mp, ctx.image))
+            for s, method in tuned.items():
+                sweep[s].append((_score(method, noisy, clean_u8, ctx, cache), mp, ctx.image))
         say(f"{name} real: {i + 1}/{len(folder)} {item['name']}")
     if config.bm3d and sweep and all(sweep.values()):
-        best = max(sweep, key=lambda s: float(np.mean([r[0] for r in sweep[s]])))
+        means = {s: float(np.mean([measured[0] for measured, _, _ in rows])) for s, rows in sweep.items()}
+        best = max(means, key=lambda s: means[s])
         label = f"CBM3D (σ={best:g}, tuned on test set)"
-        sweep_means = {f"{s:g}": round(float(np.mean([r[0] for r in sweep[s]])), 3) for s in sweep}
+        sweep_means = {f"{s:g}": round(v, 3) for s, v in means.items()}
         results.methods[label] = {"kind": "bm3d", "params": None, "note": f"best of sweep {sweep_means}"}
-        for p, q, sec, mp, image in sweep[best]:
-            results.scores.append(ImageScore(name, cond.label, None, image, label, p, q, sec, mp))
+        for (p, q, sec, cached), mp, image in sweep[best]:
+            results.scores.append(ImageScore(name, cond.label, None, image, label, p, q, sec, mp, cached))
     results.datasets[name] = {"path": str(root), "images": len(folder), "grey": grey, "kind": "pairs"}
