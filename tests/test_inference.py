@@ -127,7 +127,6 @@ def test_overlap_and_smallest_auto_tile_come_from_the_model() -> None:
     assert Denoiser(danet, device="cpu").overlap == registry.get("danet-r").tile_overlap == 16
     assert Denoiser(BlurStub(), device="cpu").overlap == DEFAULT_OVERLAP
     assert Denoiser(invdn, device="cpu", overlap=0).overlap == 0  # an explicit overlap wins
-    assert Denoiser(danet, device="cpu").auto_tile_size() == registry.get("danet-r").max_tile == 160
     with pytest.raises(ValueError, match="overlap 32"):
         Denoiser(danet, device="cpu", tile=64, overlap=32)
 

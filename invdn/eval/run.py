@@ -139,30 +139,36 @@ def run_evaluation(
     warm = ImageContext("warm-up", Condition("warm-up", None, None), "warm-up")
     for m in models:  # first calls allocate and pick kernels; keep that out of the timings
         m.run(np.full((32, 32, 3), 0.5), warm)
+    run = _Run(config, models, results, say, cache)
     for path in config.datasets:
-        _evaluate_synthetic(Path(path), config, models, results, say, cache)
+        _evaluate_synthetic(run, Path(path))
     for path in config.pairs:
-        _evaluate_pairs(Path(path), config, models, results, say, cache)
+        _evaluate_pairs(run, Path(path))
     return results
+
+
+@dataclass
+class _Run:
+    """One evaluation in progress: what was asked, the model rows, and where scores and messages go."""
+
+    config: EvalConfig  # what was asked
+    models: Sequence[Method]  # the model rows, after the noisy input and (C)BM3D
+    results: EvalResults  # filled as images are scored
+    say: Callable[[str], None]  # progress messages
+    cache: ScoreCache | None  # reused scores of rows with a cache_tag, if any
 
 
 def _register(results: EvalResults, method: Method) -> None:
     results.methods.setdefault(method.name, {"kind": method.kind, "params": method.params, "note": method.note})
 
 
-def _evaluate_synthetic(
-    root: Path,
-    config: EvalConfig,
-    models: Sequence[Method],
-    results: EvalResults,
-    say: Callable[[str], None],
-    cache: ScoreCache | None,
-) -> None:
+def _evaluate_synthetic(run: _Run, root: Path) -> None:
+    config, results = run.config, run.results
     grey = config.grey == "on" or (config.grey == "auto" and _is_grey_folder(root))
     name = _unique_name(root, results.datasets)
     conditions = [Condition(f"σ={s:g}", f"awgn:{s:g}", float(s)) for s in config.sigmas]
     conditions += [Condition(spec, make_noise(spec).spec, None) for spec in config.noises]
-    methods = [noisy_method()] + ([bm3d_method(grey_name=grey)] if config.bm3d else []) + list(models)
+    methods = [noisy_method()] + ([bm3d_method(grey_name=grey)] if config.bm3d else []) + list(run.models)
     for m in methods:
         _register(results, m)
     results.conditions[name] = conditions
@@ -184,24 +190,18 @@ def _evaluate_synthetic(
             mp = clean.shape[0] * clean.shape[1] / 1e6
             ctx = ImageContext(name, cond, str(item["name"]))
             for m in methods:
-                _record(results, ctx, m.name, _score(m, noisy, clean_u8, ctx, cache), mp)
-            say(f"{name} {cond.label}: {i + 1}/{len(folder)} {item['name']}")
+                _record(results, ctx, m.name, _score(m, noisy, clean_u8, ctx, run.cache), mp)
+            run.say(f"{name} {cond.label}: {i + 1}/{len(folder)} {item['name']}")
     results.datasets[name] = {"path": str(root), "images": count, "grey": grey, "kind": "synthetic"}
 
 
-def _evaluate_pairs(
-    root: Path,
-    config: EvalConfig,
-    models: Sequence[Method],
-    results: EvalResults,
-    say: Callable[[str], None],
-    cache: ScoreCache | None,
-) -> None:
+def _evaluate_pairs(run: _Run, root: Path) -> None:
+    config, results = run.config, run.results
     grey = config.grey == "on"
     name = _unique_name(root, results.datasets)
     cond = Condition("real", None, None)
     est = Method(name="CBM3D (σ estimated per image)", run=bm3d_method().run, kind="bm3d", cache_tag=bm3d_tag())
-    methods = [noisy_method()] + ([est] if config.bm3d else []) + list(models)
+    methods = [noisy_method()] + ([est] if config.bm3d else []) + list(run.models)
     for m in methods:
         _register(results, m)
     results.conditions[name] = [cond]
@@ -221,11 +221,11 @@ def _evaluate_pairs(
         mp = clean.shape[0] * clean.shape[1] / 1e6
         ctx = ImageContext(name, cond, str(item["name"]))
         for m in methods:
-            _record(results, ctx, m.name, _score(m, noisy, clean_u8, ctx, cache), mp)
+            _record(results, ctx, m.name, _score(m, noisy, clean_u8, ctx, run.cache), mp)
         if config.bm3d:
             for s, method in tuned.items():
-                sweep[s].append((_score(method, noisy, clean_u8, ctx, cache), mp, ctx.image))
-        say(f"{name} real: {i + 1}/{len(folder)} {item['name']}")
+                sweep[s].append((_score(method, noisy, clean_u8, ctx, run.cache), mp, ctx.image))
+        run.say(f"{name} real: {i + 1}/{len(folder)} {item['name']}")
     if config.bm3d and sweep and all(sweep.values()):
         means = {s: float(np.mean([measured[0] for measured, _, _ in rows])) for s, rows in sweep.items()}
         best = max(means, key=lambda s: means[s])

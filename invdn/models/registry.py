@@ -121,13 +121,13 @@ MODELS: tuple[ModelSpec, ...] = (
         task=_task_danet_r,
         description="DANet's denoiser R (Yue et al., ECCV 2020), the baseline",
         aliases=("danet",),
-        # The U-Net's receptive field outgrew its 128-pixel training patches: the v3 weights do better on tiles of
-        # about that size than on the whole image. On the first 10 CBSD68 images at sigma 25 and 50 (8-bit inputs),
-        # tiled - whole is +0.53 dB on average for 160-pixel tiles overlapping by 16 (128/16: +0.50; 160/32: +0.46;
-        # 320/32: +0.23; 96/16: +0.13), measured by benchmarks/tile_overlap.py, so automatic tiles are 160 pixels.
+        # The v3 weights (128-px training patches) did better on 160-px tiles than on whole images (+0.53 dB), so
+        # automatic tiles were capped at 160 px. The v4 weights, fine-tuned on 256-px patches, no longer do: on the
+        # first 10 CBSD68 images at sigma 25 and 50 (8-bit inputs), tiled - whole is -0.007 dB on average for
+        # 160/16 (max 0.052), -0.000 for 256/16 (max 0.017) and -0.003 for 256/32, measured by
+        # benchmarks/tile_overlap.py, so automatic tiles are as large as memory allows and overlap by 16.
         tile_overlap=16,
         min_tile=128,
-        max_tile=160,
         bytes_per_pixel=2048,  # benchmarks/memory_per_pixel.py: 1228 B/px (fp32, 1024x1024, AVX512)
         fast="invdn.inference.fast:FastDANetR",
     ),
