@@ -198,3 +198,20 @@ def test_train_command_precision_auto(tmp_path, image_folder, monkeypatch):
     config = json.loads((tmp_path / "runs" / "p" / "config.json").read_text())
     assert config["bf16"] == (auto_precision("cpu") == "bf16")
     assert config["model"] == "invdn"
+
+
+@pytest.mark.parametrize("model", ["invdn", "invdn-paper", "danet"])
+def test_channels_last_trains_the_same_model(tmp_path, image_folder, model):
+    """The memory format is a speed switch only: the same steps give the same losses up to float rounding."""
+    torch.set_num_threads(1)
+    losses = {}
+    for fmt in (True, False):
+        cfg = small_config(tmp_path / str(fmt), image_folder, model=model, max_steps=3, channels_last=fmt)
+        trainer = Trainer(cfg, progress=False)
+        convs = [p for p in trainer.task.modules["main"].parameters() if p.dim() == 4 and p.shape[2] > 1]
+        assert convs and all(p.is_contiguous(memory_format=torch.channels_last) == fmt for p in convs)
+        trainer.train()
+        rows = [json.loads(line) for line in (tmp_path / str(fmt) / "t" / "metrics.jsonl").read_text().splitlines()]
+        losses[fmt] = [r["loss"] for r in rows if "loss" in r]
+    assert len(losses[True]) == 3 and len(set(losses[True])) == 3  # three different batches
+    np.testing.assert_allclose(losses[True], losses[False], rtol=1e-3)

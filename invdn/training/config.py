@@ -35,6 +35,7 @@ class TrainConfig:
     val_every: int = 500  # steps between validations
     val_limit: int = 8  # validation images used
     bf16: bool = False  # bf16 autocast for the forward passes
+    channels_last: bool = True  # channels-last 4-D weights and batches (a speed switch: +2 % px/s, AVX-512 bf16)
     memory_saving: bool = False  # invdn-paper: RevNet-style backprop
     blocks_per_level: int = 8  # invdn-paper depth (paper: 8)
     sobel_weight: float = 0.1  # invdn-paper backward loss: weight of the Sobel-gradient L1 term

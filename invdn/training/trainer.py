@@ -148,6 +148,9 @@ class Trainer:
 
             src = load_file_model(cfg.init_from)
             self.task.modules["main"].load_state_dict(src.state_dict())
+        if cfg.channels_last:  # in place: the optimisers keep the same parameters
+            for module in self.task.modules.values():
+                module.to(memory_format=torch.channels_last)
         folders = [
             ImageFolder(d, patch_size=cfg.patch, patches_per_image=cfg.patches_per_image, seed=cfg.seed)
             for d in cfg.data
@@ -251,6 +254,9 @@ class Trainer:
         while self.step < stop_at:
             noisy, clean = next(data)
             noisy, clean = noisy.to(self.device, non_blocking=True), clean.to(self.device, non_blocking=True)
+            if cfg.channels_last:
+                noisy = noisy.contiguous(memory_format=torch.channels_last)
+                clean = clean.contiguous(memory_format=torch.channels_last)
             torch.manual_seed(seed_from(cfg.seed, "step", self.step, self.rank))  # latent draws, dual-mode noise
             self._set_lr()
             with autocast:
