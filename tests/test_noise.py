@@ -136,6 +136,8 @@ def test_camera_jpeg_output_on_8bit_grid() -> None:
         "mix:awgn:5=1,camera=1",
         "awgn:0-55:grey:clip8",
         "camera:jpeg=1:grey",
+        "corr",
+        "corr:sigma=10:grey:clip8",
         USERS_FILES_NOISE,
     ],
 )
@@ -181,6 +183,8 @@ def test_spec_round_trip_and_errors() -> None:
         "pg",
         "awgn:0-55:grey:clip8",
         "camera:chroma=1-3:grey",
+        "corr",
+        "corr:sigma=2-20:r=1-2:rho=0.5:clip8",
         USERS_FILES_NOISE,
     ]:
         model = make_noise(spec)
@@ -197,6 +201,10 @@ def test_spec_round_trip_and_errors() -> None:
         "camera:iso=100",
         "mix:awgn:25",
         "camera:jpeg=2",
+        "corr:r=0",
+        "corr:rho=0-1.5",
+        "corr:sigma=-1",
+        "corr:size=3",
     ]:
         with pytest.raises(ValueError):
             make_noise(bad)
@@ -330,3 +338,26 @@ def test_noisy_patches_use_grey_targets(tmp_path) -> None:
         assert not bool(_identical_channels(noisy_c[None]).any())
     a, b = grey[1], grey[1]
     assert torch.equal(a[0], b[0])  # seeded per (seed, epoch, index)
+
+
+def _lag1(noise: torch.Tensor) -> float:
+    """Correlation of horizontally neighbouring pixels of a (C, H, W) noise field."""
+    a, b = noise[:, :, :-1].flatten(), noise[:, :, 1:].flatten()
+    return float(torch.corrcoef(torch.stack([a, b]))[0, 1])
+
+
+def test_correlated_noise_has_its_std_and_correlations() -> None:
+    clean = _flat([0.5, 0.5], 192)
+    for r, rho in ((0.5, 0.0), (2.0, 0.6)):
+        noise = make_noise(f"corr:sigma=20:r={r}:rho={rho}")(clean, _gen(30)) - clean
+        assert noise.std().item() * 255 == pytest.approx(20, rel=0.05)  # the level does not depend on the blur
+        assert abs(noise.mean().item() * 255) < 1.0
+        for i in range(2):
+            assert _channel_corr(noise[i]) == pytest.approx(rho, abs=0.06)
+    wide = make_noise("corr:sigma=20:r=2:rho=0")(clean, _gen(31)) - clean
+    narrow = make_noise("corr:sigma=20:r=0.5:rho=0")(clean, _gen(31)) - clean
+    awgn = make_noise("awgn:20")(clean, _gen(31)) - clean
+    assert abs(_lag1(awgn[0])) < 0.03
+    assert 0.15 < _lag1(narrow[0]) < 0.5 < 0.85 < _lag1(wide[0])  # neighbours share more of a wider blur
+    # no border effect: the corner pixels carry the same level as the middle
+    assert wide[:, :, :8, :8].std().item() * 255 == pytest.approx(20, rel=0.35)

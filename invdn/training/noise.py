@@ -34,6 +34,11 @@ Components:
   (``camera:chroma=1-3`` suits real photos; default 0 = the paper's pipeline).
   Other options: ``jpeg=P`` (probability of a JPEG round trip of the 8-bit image, default 0),
   ``jpeg_q=60-95`` (quality range), ``shot=...`` / ``read=...`` (fix the levels, e.g. for tests).
+- ``corr``: spatially correlated Gaussian noise, as in-camera demosaicing, noise reduction and resampling leave
+  it in real photos: white noise blurred by a Gaussian of std ``r`` pixels (per image, uniform in a range,
+  default ``r=0.5-2.5``), its channels sharing a fraction ``rho`` of one field (default ``rho=0-0.7``, the
+  positive channel correlation of camera JPEGs), rescaled to std ``sigma`` (0-255 scale, default ``sigma=0-25``).
+  Example: ``corr:sigma=2-20:r=1-2:clip8``.
 - ``mix:awgn:0-55=0.5,camera=0.3,poisson-gaussian=0.2``: per image, one component picked with these weights.
 
 Modifiers, on any component (inside a mix, on each component): ``clip`` clamps to [0, 1]; ``clip8`` clamps
@@ -69,6 +74,7 @@ __all__ = [
     "AWGN",
     "PoissonGaussian",
     "CameraNoise",
+    "CorrelatedNoise",
     "MixNoise",
     "GreyNoise",
     "USERS_FILES_NOISE",
@@ -356,6 +362,48 @@ class CameraNoise(NoiseModel):
         return out
 
 
+@dataclass(repr=False)
+class CorrelatedNoise(NoiseModel):
+    """Gaussian noise correlated across neighbouring pixels (blur std `radius`) and channels (shared fraction `rho`),
+    with std `sigma` at every pixel; see the module docstring."""
+
+    sigma: tuple[float, float] = (0.0, 25.0)  # std range on the 0-255 scale, uniform per image
+    radius: tuple[float, float] = (0.5, 2.5)  # Gaussian blur std range (px), uniform per image
+    rho: tuple[float, float] = (0.0, 0.7)  # fraction of the variance shared by the channels, uniform per image
+    finish: str = ""  # "", "clip" or "clip8"
+
+    def __post_init__(self) -> None:
+        if self.sigma[0] < 0:
+            raise ValueError("corr sigma must be >= 0")
+        if not 0.1 <= self.radius[0] <= self.radius[1] <= 8.0:
+            raise ValueError("corr r (blur std in pixels) must lie in 0.1..8")
+        if not 0.0 <= self.rho[0] <= self.rho[1] <= 1.0:
+            raise ValueError("corr rho must lie in 0..1")
+        self.spec = (
+            f"corr:sigma={_fmt_range(self.sigma)}:r={_fmt_range(self.radius)}:rho={_fmt_range(self.rho)}"
+            f"{_suffix(self.finish)}"
+        )
+
+    def _apply(self, clean: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        b, c, h, w = clean.shape
+        sigma = _uniform(b, *self.sigma, generator, clean).view(-1, 1, 1, 1) / 255.0
+        radius = _uniform(b, *self.radius, generator, clean)
+        rho = _uniform(b, *self.rho, generator, clean).view(-1, 1, 1, 1)
+        half = max(1, math.ceil(3 * self.radius[1]))
+        # white noise with a margin (the blur below is 'valid': no border effects), channels sharing rho of it
+        white = _randn((b, c + 1, h + 2 * half, w + 2 * half), generator, clean)
+        field = (1 - rho).sqrt() * white[:, :c] + rho.sqrt() * white[:, c:]  # unit variance per pixel
+        x = torch.arange(-half, half + 1, dtype=clean.dtype, device=clean.device)
+        kernel = torch.exp(-(x[None] ** 2) / (2 * radius[:, None] ** 2))  # (B, K), one Gaussian per image
+        kernel = kernel / kernel.sum(dim=1, keepdim=True)
+        k = kernel.repeat_interleave(c, dim=0)  # (B*C, K): each channel of an image blurred alike
+        y = field.reshape(1, b * c, h + 2 * half, w + 2 * half)
+        y = torch.nn.functional.conv2d(y, k.view(b * c, 1, 1, -1), groups=b * c)  # along W
+        y = torch.nn.functional.conv2d(y, k.view(b * c, 1, -1, 1), groups=b * c)  # along H -> (1, B*C, H, W)
+        unit = y.view(b, c, h, w) / (kernel**2).sum(dim=1).view(-1, 1, 1, 1)  # separable: std = sum(k^2)
+        return clean + sigma * unit
+
+
 # BT.601 luma weights, as PIL's RGB -> "L" conversion (which is how invdn.training.data reads grey files)
 _LUMA = (0.299, 0.587, 0.114)
 
@@ -502,7 +550,16 @@ def _make_base(name: str, keyed: dict[str, str], positional: list[str], finish: 
             jpeg_quality=_parse_range(keyed.get("jpeg_q", "60-95")),
             finish=finish,
         )
-    raise ValueError(f"unknown noise {name!r}; expected awgn, poisson-gaussian, camera or mix")
+    if name == "corr":
+        _reject_unknown(name, keyed, positional, {"sigma", "r", "rho"}, 0)
+        defaults = CorrelatedNoise()
+        return CorrelatedNoise(
+            sigma=_parse_range(keyed["sigma"]) if "sigma" in keyed else defaults.sigma,
+            radius=_parse_range(keyed["r"]) if "r" in keyed else defaults.radius,
+            rho=_parse_range(keyed["rho"]) if "rho" in keyed else defaults.rho,
+            finish=finish,
+        )
+    raise ValueError(f"unknown noise {name!r}; expected awgn, poisson-gaussian, camera, corr or mix")
 
 
 def make_noise(spec: str) -> NoiseModel:
