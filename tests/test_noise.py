@@ -118,6 +118,34 @@ def test_camera_zero_noise_returns_input() -> None:
     assert torch.allclose(noisy, clean, atol=2e-3)
 
 
+def test_camera_soft_is_the_cross_filter_of_the_signal() -> None:
+    # without noise, soft=A leaves the clean image filtered by [[0, A, 0], [A, 1 - 4A, A], [0, A, 0]]
+    clean = 0.1 + 0.8 * torch.rand(2, 3, 20, 22, generator=_gen(6))
+    noisy = make_noise("camera:shot=1e-12:read=1e-14:soft=0.15")(clean, _gen(6))
+    kernel = torch.tensor([[0.0, 0.15, 0.0], [0.15, 0.4, 0.15], [0.0, 0.15, 0.0]]).expand(3, 1, 3, 3)
+    padded = torch.nn.functional.pad(clean, (1, 1, 1, 1), mode="reflect")
+    expected = torch.nn.functional.conv2d(padded, kernel, groups=3)
+    assert torch.allclose(noisy, expected, atol=2e-3)
+    assert not torch.allclose(noisy, clean, atol=2e-2)
+
+
+def test_camera_soft_zero_keeps_the_random_stream() -> None:
+    clean = torch.rand(2, 3, 24, 24, generator=_gen(7))
+    plain = make_noise("camera:chroma=0-3:jpeg=0.5")(clean, _gen(7))
+    assert torch.equal(make_noise("camera:chroma=0-3:soft=0:jpeg=0.5")(clean, _gen(7)), plain)
+    soft = make_noise("camera:chroma=0-3:soft=0.05-0.2:jpeg=0.5")(clean, _gen(7))
+    # softer images: less high-frequency energy than the same draw without softening
+    def high(x: torch.Tensor) -> float:
+        return float((x[..., 1:, :] - x[..., :-1, :]).pow(2).mean())
+
+    assert high(soft) < high(plain)
+
+
+def test_camera_soft_range_is_checked() -> None:
+    with pytest.raises(ValueError, match="soft"):
+        make_noise("camera:soft=0.3")
+
+
 def test_camera_jpeg_output_on_8bit_grid() -> None:
     clean = torch.rand(2, 3, 24, 24, generator=_gen(5))
     noisy = make_noise("camera:jpeg=1:jpeg_q=70-80")(clean, _gen(5))
@@ -133,6 +161,7 @@ def test_camera_jpeg_output_on_8bit_grid() -> None:
         "poisson-gaussian",
         "camera",
         "camera:chroma=1-3:jpeg=0.5",
+        "camera:chroma=0-3:soft=0-0.2:jpeg=0.5:jpeg_q=60-95:clip8",
         "mix:awgn:5=1,camera=1",
         "awgn:0-55:grey:clip8",
         "camera:jpeg=1:grey",

@@ -32,6 +32,10 @@ Components:
   JPEGs (CC15, measured +0.2..+0.7) are positively correlated because ISPs reduce chroma noise. ``chroma=S``
   models this by blurring the noise's Cb/Cr with a Gaussian of std S pixels, or drawn per image from a range
   (``camera:chroma=1-3`` suits real photos; default 0 = the paper's pipeline).
+  ``soft=A`` softens the processed image, signal and noise alike, as in-camera demosaicing and noise reduction
+  do: a cross-shaped 3x3 filter with weight ``A`` on each of the four neighbours and ``1 - 4A`` in the centre
+  (``camera.soften``), ``A`` fixed or drawn per image from a range (``soft=0-0.2``; at most 0.2; default 0 = none).
+  The training target stays the sharp clean image, so a model learns to restore what the camera softened.
   Other options: ``jpeg=P`` (probability of a JPEG round trip of the 8-bit image, default 0),
   ``jpeg_q=60-95`` (quality range), ``shot=...`` / ``read=...`` (fix the levels, e.g. for tests).
 - ``corr``: spatially correlated Gaussian noise, as in-camera demosaicing, noise reduction and resampling leave
@@ -259,6 +263,7 @@ class CameraNoise(NoiseModel):
         0.0,
         0.0,
     )  # chroma-NR blur std range (px), uniform per image; 0 = none (paper)
+    soft: tuple[float, float] = (0.0, 0.0)  # neighbour weight range of the cross-shaped softening; 0 = none
     jpeg: float = 0.0  # probability of a JPEG round trip per image
     jpeg_quality: tuple[float, float] = (60.0, 95.0)  # JPEG quality range, drawn uniformly per image
     finish: str = ""  # "", "clip" or "clip8"
@@ -266,6 +271,8 @@ class CameraNoise(NoiseModel):
     def __post_init__(self) -> None:
         if not 0.0 <= self.chroma[0] <= self.chroma[1] <= 10.0:
             raise ValueError("camera chroma blur must be in [0, 10] pixels")
+        if not 0.0 <= self.soft[0] <= self.soft[1] <= 0.2:
+            raise ValueError("camera soft must be in [0, 0.2] (the weight of each of the four neighbours)")
         if not 0.0 <= self.jpeg <= 1.0:
             raise ValueError("camera jpeg probability must be in [0, 1]")
         q_lo, q_hi = self.jpeg_quality
@@ -278,6 +285,8 @@ class CameraNoise(NoiseModel):
             parts.append(f"read={_fmt_range(self.read)}")
         if self.chroma[1] > 0:
             parts.append(f"chroma={_fmt_range(self.chroma)}")
+        if self.soft[1] > 0:
+            parts.append(f"soft={_fmt_range(self.soft)}")
         if self.jpeg > 0:
             parts.append(f"jpeg={self.jpeg:g}")
             parts.append(f"jpeg_q={_fmt_range(self.jpeg_quality)}")
@@ -340,6 +349,8 @@ class CameraNoise(NoiseModel):
                 [camera.reduce_chroma(noise[i : i + 1], s)[0] if s > 0.05 else noise[i] for i, s in enumerate(stds)]
             )
         noisy = clean + noise
+        if self.soft[1] > 0:  # drawn only when asked for, so specs without it keep their random streams
+            noisy = camera.soften(noisy, _uniform(b, *self.soft, generator, clean))
         if self.jpeg > 0:
             noisy = self._maybe_jpeg(noisy, generator)
         return noisy
@@ -541,11 +552,12 @@ def _make_base(name: str, keyed: dict[str, str], positional: list[str], finish: 
             finish=finish,
         )
     if name == "camera":
-        _reject_unknown(name, keyed, positional, {"jpeg", "jpeg_q", "shot", "read", "chroma"}, 0)
+        _reject_unknown(name, keyed, positional, {"jpeg", "jpeg_q", "shot", "read", "chroma", "soft"}, 0)
         return CameraNoise(
             shot=_parse_range(keyed["shot"]) if "shot" in keyed else None,
             read=_parse_range(keyed["read"]) if "read" in keyed else None,
             chroma=_parse_range(keyed.get("chroma", "0")),
+            soft=_parse_range(keyed.get("soft", "0")),
             jpeg=float(keyed.get("jpeg", 0.0)),
             jpeg_quality=_parse_range(keyed.get("jpeg_q", "60-95")),
             finish=finish,
