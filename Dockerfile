@@ -72,6 +72,14 @@ RUN set -eux; \
     pip check; \
     python -c "import torch; assert torch.version.cuda is None"
 
+# ---------------------------------------------------------------------------------------------------- weights
+# Only what weights/manifest.json ships, sha256-checked (the build fails on a corrupt or missing file); superseded
+# versions stay in git, out of the image. The copy is byte-identical whenever the shipped weights are, so the
+# runtime's layer below is cached across code changes.
+FROM project AS weights
+COPY weights/ /tmp/weights/
+RUN INVDN_WEIGHTS_DIR=/tmp/weights python -c "from invdn.models.weights import copy_shipped; copy_shipped('/opt/invdn/weights')"
+
 # ---------------------------------------------------------------------------------------------------- runtime
 FROM ${BASE_IMAGE}
 
@@ -88,7 +96,7 @@ RUN set -eux; \
 
 # Layers from the least to the most often changed: dependencies, shipped weights, the project's code.
 COPY --from=deps /opt/venv /opt/venv
-COPY weights/ /opt/invdn/weights/
+COPY --from=weights /opt/invdn/weights/ /opt/invdn/weights/
 COPY --from=project /wheels/ /tmp/invdn-wheel/
 RUN /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check --no-deps --no-index /tmp/invdn-wheel/*.whl \
     && rm -rf /tmp/invdn-wheel

@@ -3,6 +3,8 @@ parameters; names and aliases resolve; weights files name their architecture."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -84,3 +86,29 @@ def test_weights_files_store_architecture_only_and_old_files_load(tmp_path):
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(old), metadata=meta)
     loaded = weights.load("invdn-paper", path=old)
     assert loaded.config.blocks_per_level == 1 and loaded.pretrained
+
+
+def test_copy_shipped_takes_only_the_manifests_files(tmp_path, monkeypatch: pytest.MonkeyPatch):
+    """The Docker image's weights stage: the listed files (hash-checked), manifest and card; nothing superseded."""
+    monkeypatch.delenv("INVDN_WEIGHTS_DIR", raising=False)
+    source = weights.weights_dir()
+    entries = weights.manifest()
+    written = weights.copy_shipped(tmp_path / "image")
+    names = {p.name for p in written}
+    assert names == {e["file"] for e in entries.values()} | {"manifest.json", "MODEL_CARD.md"}
+    for entry in entries.values():
+        assert weights.sha256_file(tmp_path / "image" / entry["file"]) == entry["sha256"]
+    # the copy is a weights folder the loader accepts as it is
+    monkeypatch.setenv("INVDN_WEIGHTS_DIR", str(tmp_path / "image"))
+    assert weights.load("invdn").pretrained
+    with pytest.raises(FileExistsError):
+        weights.copy_shipped(tmp_path / "image")  # never overwrites
+    # a listed file that fails its hash stops the copy
+    fake = tmp_path / "fake"
+    fake.mkdir()
+    first = next(iter(entries.values()))
+    (fake / "manifest.json").write_text(json.dumps({"invdn": {**first, "sha256": "0" * 64}}))
+    (fake / first["file"]).write_bytes((source / first["file"]).read_bytes())
+    monkeypatch.setenv("INVDN_WEIGHTS_DIR", str(fake))
+    with pytest.raises(weights.WeightsError, match="sha256"):
+        weights.copy_shipped(tmp_path / "other")

@@ -116,6 +116,21 @@ def shipped_path(model_type: str, verify: bool = True) -> Path | None:
     return path
 
 
+def copy_shipped(destination: str | Path) -> list[Path]:
+    """Copy what the manifest ships (each listed file, sha256-checked, with manifest.json and MODEL_CARD.md) from
+    `weights_dir()` into `destination`, leaving superseded versions behind (the Docker image's weights stage).
+    Returns the files written; an existing file is never overwritten."""
+    source = weights_dir()
+    files = [shipped_path(name) for name in manifest()]
+    files += [source / "manifest.json", source / "MODEL_CARD.md"]
+    written = []
+    for path in files:
+        if path is not None and path.exists():
+            write_atomic(Path(destination) / path.name, path.read_bytes())
+            written.append(Path(destination) / path.name)
+    return written
+
+
 def load(
     model: str = registry.DEFAULT, path: str | Path | None = None, device: str | torch.device = "cpu"
 ) -> nn.Module:
