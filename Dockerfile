@@ -73,9 +73,9 @@ RUN set -eux; \
     python -c "import torch; assert torch.version.cuda is None"
 
 # ---------------------------------------------------------------------------------------------------- weights
-# Only what weights/manifest.json ships, sha256-checked (the build fails on a corrupt or missing file); superseded
-# versions stay in git, out of the image. The copy is byte-identical whenever the shipped weights are, so the
-# runtime's layer below is cached across code changes.
+# Only what weights/manifest.json ships, sha256-checked (the build fails on a corrupt or missing file, or when nothing
+# is shipped); superseded versions stay in git, out of the image. This stage reruns after a code change (a few
+# seconds), but its output is byte-identical while the shipped weights are, so the runtime's COPY of it stays cached.
 FROM project AS weights
 COPY weights/ /tmp/weights/
 RUN INVDN_WEIGHTS_DIR=/tmp/weights python -c "from invdn.models.weights import copy_shipped; copy_shipped('/opt/invdn/weights')"

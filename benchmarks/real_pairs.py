@@ -45,10 +45,19 @@ from invdn.io.atomic import write_atomic
 from invdn.models import registry
 from invdn.models.weights import load
 from invdn.training.data import PairedFolder
-from invdn.training.noise import CameraNoise, make_noise
+from invdn.training.noise import READ_LAW, USERS_FILES_NOISE, CameraNoise, MixNoise, make_noise
 
-TWIN = "camera:chroma=0-3:jpeg=0.5:jpeg_q=60-95:clip8"  # the camera component of USERS_FILES_NOISE
+
+def _training_camera() -> str:
+    """The spec of the camera component of the training mix (USERS_FILES_NOISE)."""
+    mix = make_noise(USERS_FILES_NOISE)
+    assert isinstance(mix, MixNoise)
+    return next(c.spec for c in mix.components if isinstance(c, CameraNoise))
+
+
+TWIN = _training_camera()
 STATS = ("sd", "lag1", "lag2", "chan", "edge", "edge_fit", "centre", "arm")
+FIT = 2  # edge_fit: the linear filter taken out is (2 FIT + 1) x (2 FIT + 1)
 
 
 def _lag(lum: np.ndarray, k: int) -> float:
@@ -59,13 +68,18 @@ def _lag(lum: np.ndarray, k: int) -> float:
     return 0.5 * (across + down) / var
 
 
+def _sd(diff: np.ndarray) -> float:
+    """Standard deviation of an (H, W, C) difference about each channel's own mean."""
+    return float((diff - diff.mean(axis=(0, 1))).std())
+
+
 def _edge_ratio(gradient: np.ndarray, diff: np.ndarray) -> float:
     power = (diff**2).mean(axis=2)
     strong = power[gradient >= np.quantile(gradient, 0.9)].mean()
     return float(strong / power[gradient <= np.quantile(gradient, 0.5)].mean())
 
 
-def filter_residual(clean: np.ndarray, noisy: np.ndarray, radius: int = 2) -> np.ndarray:
+def filter_residual(clean: np.ndarray, noisy: np.ndarray, radius: int) -> np.ndarray:
     """noisy minus its least-squares prediction from a (2 radius + 1)^2 neighbourhood of clean (per channel, plus
     offset), on the interior (borders of ``radius`` dropped)."""
     h, w, channels = clean.shape
@@ -97,6 +111,7 @@ def difference_stats(clean: np.ndarray, noisy: np.ndarray) -> dict[str, float]:
     """The statistics of the module docstring for one (H, W, 3) pair on the 0-255 scale."""
     clean = clean.astype(np.float64)
     diff = noisy.astype(np.float64) - clean
+    sd = _sd(diff)
     diff = diff - diff.mean(axis=(0, 1))
     lum = diff.mean(axis=2)
     corr = np.corrcoef(diff.reshape(-1, 3).T)
@@ -104,27 +119,29 @@ def difference_stats(clean: np.ndarray, noisy: np.ndarray) -> dict[str, float]:
     gradient = gaussian_filter(np.hypot(sobel(grey, 0), sobel(grey, 1)), 1.0)
     centre, arm = softness(clean, noisy.astype(np.float64))
     return {
-        "sd": float(diff.std()),
+        "sd": sd,
         "lag1": _lag(lum, 1),
         "lag2": _lag(lum, 2),
         "chan": float((corr[0, 1] + corr[0, 2] + corr[1, 2]) / 3),
         "edge": _edge_ratio(gradient, diff),
-        "edge_fit": _edge_ratio(gradient[2:-2, 2:-2], filter_residual(clean, noisy.astype(np.float64))),
+        "edge_fit": _edge_ratio(gradient[FIT:-FIT, FIT:-FIT], filter_residual(clean, noisy.astype(np.float64), FIT)),
         "centre": centre,
         "arm": arm,
     }
 
 
 def matched_twin(clean: np.ndarray, sd: float, twin: CameraNoise, seed: int) -> np.ndarray:
-    """The clean (H, W, 3) float image through ``twin`` with the shot level (read noise from the log-linear law)
-    whose output differs from the clean image by standard deviation ``sd`` (0-255 scale), by bisection."""
+    """The clean (H, W, 3) float image through ``twin`` (its shot and read levels replaced, finished to 8 bits) with
+    the shot level whose output differs from the clean image by standard deviation ``sd`` (0-255 scale, about each
+    channel's mean, as `difference_stats` measures it), by bisection; read noise from the camera model's law
+    (``READ_LAW``, without its per-image jitter). Warns when the level cannot be reached within 5 %."""
     tensor = torch.from_numpy(np.ascontiguousarray(clean.transpose(2, 0, 1)))[None].float()
 
     def draw(log_shot: float) -> np.ndarray:
         shot = math.exp(log_shot)
         model = CameraNoise(
             shot=(shot, shot),
-            read=(math.exp(2.18 * log_shot + 1.20),) * 2,
+            read=(math.exp(READ_LAW[0] * log_shot + READ_LAW[1]),) * 2,
             chroma=twin.chroma,
             soft=twin.soft,
             jpeg=twin.jpeg,
@@ -136,11 +153,15 @@ def matched_twin(clean: np.ndarray, sd: float, twin: CameraNoise, seed: int) -> 
     lo, hi = math.log(1e-5), math.log(5e-2)
     for _ in range(14):
         mid = 0.5 * (lo + hi)
-        if float((draw(mid) - clean).std()) * 255.0 < sd:
+        if _sd(draw(mid) - clean) * 255.0 < sd:
             lo = mid
         else:
             hi = mid
-    return draw(0.5 * (lo + hi))
+    out = draw(0.5 * (lo + hi))
+    reached = _sd(out - clean) * 255.0
+    if abs(reached - sd) > 0.05 * sd:
+        print(f"warning: twin noise sd {reached:.2f} where {sd:.2f} was asked (out of the shot range)", file=sys.stderr)
+    return out
 
 
 def save_diff(path: Path, clean: np.ndarray, noisy: np.ndarray) -> None:
@@ -173,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     twin = make_noise(args.twin)
     if not isinstance(twin, CameraNoise):
         parser.error("--twin must be a camera noise spec")
+    if twin.shot is not None or twin.read is not None:
+        parser.error("--twin takes no shot= or read=: the shot level is matched per pair, read noise follows it")
     torch.set_num_threads(args.threads)
     denoiser = Denoiser(load(args.model, args.weights), device="cpu") if args.model else None
     folder = PairedFolder(args.pairs, limit=args.limit)
@@ -195,13 +218,14 @@ def main(argv: list[str] | None = None) -> int:
     summary = {
         kind: {k: round(float(np.mean([r[kind][k] for r in per_image])), 3) for k in keys} for kind in ("real", "twin")
     }
-    meta = {"pairs": str(args.pairs), "images": len(per_image), "twin": twin.spec, "model": args.model}
+    twin_used = f"{twin.spec} (shot matched per pair, read from the camera model's law, finished clip8)"
+    meta = {"pairs": str(args.pairs), "images": len(per_image), "twin": twin_used, "model": args.model}
     meta["weights"] = (args.weights or "shipped") if args.model else None
     if args.json:
         print(json.dumps({**meta, "mean": summary, "per_image": per_image}, indent=2))
         return 0
     model_note = f"; model {args.model} ({meta['weights']} weights)" if args.model else ""
-    print(f"{args.pairs}, {len(per_image)} pairs; twin {twin.spec}, level matched per image{model_note}\n")
+    print(f"{args.pairs}, {len(per_image)} pairs; twin {twin_used}{model_note}\n")
     print("| mean over pairs | " + " | ".join(keys) + " |")
     print("|---|" + "---|" * len(keys))
     for kind in ("real", "twin"):

@@ -134,11 +134,21 @@ def test_camera_soft_zero_keeps_the_random_stream() -> None:
     plain = make_noise("camera:chroma=0-3:jpeg=0.5")(clean, _gen(7))
     assert torch.equal(make_noise("camera:chroma=0-3:soft=0:jpeg=0.5")(clean, _gen(7)), plain)
     soft = make_noise("camera:chroma=0-3:soft=0.05-0.2:jpeg=0.5")(clean, _gen(7))
+
     # softer images: less high-frequency energy than the same draw without softening
     def high(x: torch.Tensor) -> float:
         return float((x[..., 1:, :] - x[..., :-1, :]).pow(2).mean())
 
     assert high(soft) < high(plain)
+
+
+def test_soften_one_pixel_wide_images() -> None:
+    from invdn.training.camera import soften
+
+    column = torch.rand(1, 3, 7, 1, generator=_gen(8))
+    out = soften(column, torch.tensor([0.1]))
+    assert out.shape == column.shape and torch.isfinite(out).all()
+    assert torch.equal(soften(column, torch.tensor([0.0])), column)
 
 
 def test_camera_soft_range_is_checked() -> None:

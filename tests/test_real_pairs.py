@@ -13,7 +13,7 @@ from PIL import Image
 from scipy.ndimage import gaussian_filter
 
 from invdn.training.camera import soften
-from invdn.training.noise import make_noise
+from invdn.training.noise import USERS_FILES_NOISE, make_noise
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +64,7 @@ def test_filter_residual_removes_a_linear_filter(script) -> None:
     rng = np.random.default_rng(5)
     clean = _scene(rng, 48, texture=20)
     blurred = gaussian_filter(clean, (0.7, 0.7, 0)) + 3.0
-    residual = script.filter_residual(clean, blurred)
+    residual = script.filter_residual(clean, blurred, 2)
     assert residual.shape == (44, 44, 3)
     assert np.abs(residual[4:-4, 4:-4]).max() < 0.5
 
@@ -102,3 +102,9 @@ def test_cli_with_a_model(tmp_path: Path, script, capsys) -> None:
         assert abs(np.asarray(diff, dtype=np.float64).mean() - 128) < 3  # zero-mean noise around mid-grey
     with pytest.raises(SystemExit):
         script.main(["--pairs", str(tmp_path), "--twin", "awgn:5"])
+    with pytest.raises(SystemExit):
+        script.main(["--pairs", str(tmp_path), "--twin", "camera:shot=1e-3"])  # the level is matched, not given
+
+
+def test_default_twin_is_the_training_mixs_camera(script) -> None:
+    assert script.TWIN.startswith("camera:") and f"{script.TWIN}=" in USERS_FILES_NOISE

@@ -112,3 +112,7 @@ def test_copy_shipped_takes_only_the_manifests_files(tmp_path, monkeypatch: pyte
     monkeypatch.setenv("INVDN_WEIGHTS_DIR", str(fake))
     with pytest.raises(weights.WeightsError, match="sha256"):
         weights.copy_shipped(tmp_path / "other")
+    assert not (tmp_path / "other").exists()  # checked before anything is written
+    (fake / "manifest.json").write_text("{}")
+    with pytest.raises(weights.WeightsError, match="ships no weights"):
+        weights.copy_shipped(tmp_path / "other")

@@ -117,18 +117,22 @@ def shipped_path(model_type: str, verify: bool = True) -> Path | None:
 
 
 def copy_shipped(destination: str | Path) -> list[Path]:
-    """Copy what the manifest ships (each listed file, sha256-checked, with manifest.json and MODEL_CARD.md) from
-    `weights_dir()` into `destination`, leaving superseded versions behind (the Docker image's weights stage).
-    Returns the files written; an existing file is never overwritten."""
+    """Copy what the manifest ships (each listed file, sha256-checked, with manifest.json and MODEL_CARD.md when
+    present) from `weights_dir()` into `destination`, leaving superseded versions behind (the Docker image's weights
+    stage). Returns the files written. Raises WeightsError when nothing is shipped or a listed file is missing or
+    fails its hash, and FileExistsError, before writing anything, when a file is already there."""
     source = weights_dir()
-    files = [shipped_path(name) for name in manifest()]
-    files += [source / "manifest.json", source / "MODEL_CARD.md"]
-    written = []
-    for path in files:
-        if path is not None and path.exists():
-            write_atomic(Path(destination) / path.name, path.read_bytes())
-            written.append(Path(destination) / path.name)
-    return written
+    entries = manifest()
+    if not entries:
+        raise WeightsError(f"{source / 'manifest.json'} ships no weights")
+    files = [shipped_path(name) for name in entries] + [source / "manifest.json"]
+    files += [card] if (card := source / "MODEL_CARD.md").exists() else []
+    targets = [Path(destination) / path.name for path in files if path is not None]
+    if existing := [str(t) for t in targets if t.exists()]:
+        raise FileExistsError(f"not overwriting {', '.join(existing)}")
+    for path, target in zip([f for f in files if f is not None], targets, strict=True):
+        write_atomic(target, path.read_bytes())
+    return targets
 
 
 def load(

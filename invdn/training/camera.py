@@ -105,7 +105,7 @@ def soften(x: torch.Tensor, arm: torch.Tensor) -> torch.Tensor:
     neighbours a (``arm``, shape (B,)), reflect padding. The softness in-camera demosaicing and noise reduction leave
     in a photo's detail, signal and noise alike."""
     a = arm.to(x).view(-1, 1, 1, 1)
-    p = F.pad(x, (1, 1, 1, 1), mode="reflect")
+    p = F.pad(x, (1, 1, 1, 1), mode="reflect" if min(x.shape[-2:]) > 1 else "replicate")
     neighbours = p[..., :-2, 1:-1] + p[..., 2:, 1:-1] + p[..., 1:-1, :-2] + p[..., 1:-1, 2:]
     return (1.0 - 4.0 * a) * x + a * neighbours
 

@@ -253,6 +253,10 @@ class PoissonGaussian(NoiseModel):
         return clean + variance.sqrt() * _randn(tuple(clean.shape), generator, clean)
 
 
+# log read variance = READ_LAW[0] * log shot + READ_LAW[1] (+ N(0, 0.26^2) per image): Brooks et al.'s fit
+READ_LAW = (2.18, 1.20)
+
+
 @dataclass(repr=False)
 class CameraNoise(NoiseModel):
     """Brooks et al. (2019) unprocess -> raw shot/read noise -> process; see the module docstring."""
@@ -299,7 +303,7 @@ class CameraNoise(NoiseModel):
         if self.read is not None:
             read = _log_uniform(n, *self.read, g, like)
         else:
-            read = torch.exp(2.18 * torch.log(shot) + 1.20 + 0.26 * _randn((n,), g, like))
+            read = torch.exp(READ_LAW[0] * torch.log(shot) + READ_LAW[1] + 0.26 * _randn((n,), g, like))
         return shot, read
 
     def _random_ccm(self, n: int, g: torch.Generator, like: torch.Tensor) -> torch.Tensor:
