@@ -150,3 +150,42 @@ def test_several_folders_concatenate(folder: Path, tmp_path: Path) -> None:
     assert ds[4].abs().sum() == 0
     with pytest.raises(ValueError):
         ImageFolder([])
+
+
+@pytest.fixture()
+def ramp(tmp_path: Path) -> Path:
+    """One 160x256 image whose value is its column index: a patch's horizontal slope is its scale's inverse."""
+    row = np.arange(256, dtype=np.uint8)
+    _write(tmp_path / "ramp" / "r.png", np.repeat(np.repeat(row[None, :, None], 160, axis=0), 3, axis=2))
+    return tmp_path / "ramp"
+
+
+def _slope(patch: torch.Tensor) -> float:
+    """Mean step between horizontal neighbours, in 8-bit levels, away from the borders."""
+    return float((patch[:, 4:-4, 5:-4] - patch[:, 4:-4, 4:-5]).mean() * 255)
+
+
+def test_scales_shrink_the_picture(ramp: Path) -> None:
+    plain = ImageFolder(ramp, patch_size=32, patches_per_image=4, augment=False)
+    assert all(_slope(plain[i]) == pytest.approx(1.0, abs=0.01) for i in range(4))
+    half = ImageFolder(ramp, patch_size=32, patches_per_image=4, augment=False, scales=(0.5,))
+    for i in range(4):
+        assert half[i].shape == (3, 32, 32)
+        assert _slope(half[i]) == pytest.approx(2.0, abs=0.05)  # a 64-pixel crop shrunk to 32
+    mixed = ImageFolder(ramp, patch_size=32, patches_per_image=24, augment=False, scales=(1.0, 0.5), seed=3)
+    slopes = {round(_slope(mixed[i])) for i in range(24)}
+    assert slopes == {1, 2}  # both scales drawn
+    # reproducible, as every item is
+    again = ImageFolder(ramp, patch_size=32, patches_per_image=24, augment=False, scales=(1.0, 0.5), seed=3)
+    assert all(torch.equal(mixed[i], again[i]) for i in range(24))
+
+
+def test_scales_on_images_smaller_than_the_crop(folder: Path) -> None:
+    ds = ImageFolder(folder, patch_size=24, scales=(0.6,), seed=2)
+    assert all(ds[i].shape == (3, 24, 24) for i in range(len(ds)))  # d.tif is 20x24: cropped, shrunk, padded
+
+
+def test_scales_are_checked(folder: Path) -> None:
+    for bad in ((), (0.0,), (1.5,)):
+        with pytest.raises(ValueError, match="scales"):
+            ImageFolder(folder, scales=bad)

@@ -215,3 +215,18 @@ def test_channels_last_trains_the_same_model(tmp_path, image_folder, model):
         losses[fmt] = [r["loss"] for r in rows if "loss" in r]
     assert len(losses[True]) == 3 and len(set(losses[True])) == 3  # three different batches
     np.testing.assert_allclose(losses[True], losses[False], rtol=1e-3)
+
+
+def test_train_command_scales(tmp_path, image_folder, monkeypatch):
+    from click.testing import CliRunner
+
+    from invdn.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    base = ["train", "--data", str(image_folder), "--patch", "32", "--batch", "2", "--max-steps", "1"]
+    result = CliRunner().invoke(main, [*base, "--name", "s", "--scales", "1,0.8"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "runs" / "s" / "config.json").read_text())["scales"] == [1.0, 0.8]
+    for bad in ("0", "1.5", "1,x"):
+        result = CliRunner().invoke(main, [*base, "--name", "b", "--scales", bad])
+        assert result.exit_code == 2 and "--scales" in result.output, bad

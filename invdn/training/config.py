@@ -47,6 +47,7 @@ class TrainConfig:
     log_every: int = 10  # steps between metric lines
     init_from: str | None = None  # start the main module from this weights file (when not resuming)
     patches_per_image: int = 8  # patches per image per epoch
+    scales: tuple[float, ...] = (1.0,)  # patch scales drawn per patch (ImageFolder; DnCNN: 1, 0.9, 0.8, 0.7)
     snapshot_every: int = 0  # also keep the main weights every this many steps in snapshots/ (0 = never)
 
     @classmethod

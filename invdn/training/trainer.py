@@ -152,7 +152,9 @@ class Trainer:
             for module in self.task.modules.values():
                 module.to(memory_format=torch.channels_last)
         folders = [
-            ImageFolder(d, patch_size=cfg.patch, patches_per_image=cfg.patches_per_image, seed=cfg.seed)
+            ImageFolder(
+                d, patch_size=cfg.patch, patches_per_image=cfg.patches_per_image, seed=cfg.seed, scales=cfg.scales
+            )
             for d in cfg.data
         ]
         self.batches = StepBatches(folders, cfg.noise, cfg.batch, self.rank, self.world, cfg.seed)
@@ -308,4 +310,3 @@ class Trainer:
         if bar is not None:
             bar.close()
         return {"step": self.step, "last": stats, "best_val_psnr": self.best_psnr}
-
