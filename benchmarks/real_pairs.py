@@ -79,52 +79,55 @@ def _edge_ratio(gradient: np.ndarray, diff: np.ndarray) -> float:
     return float(strong / power[gradient <= np.quantile(gradient, 0.5)].mean())
 
 
+def _neighbourhood_fit(clean: np.ndarray, noisy: np.ndarray, r: int) -> tuple[np.ndarray, np.ndarray]:
+    """Least-squares (2 r + 1)^2 filter plus offset from ``clean`` to ``noisy`` (same shape; every trailing axis is
+    pooled) on the interior: the filter weights (2 r + 1, 2 r + 1) and the residual, borders of ``r`` dropped."""
+    h, w = clean.shape[:2]
+    cols = [
+        clean[r + dy : h - r + dy, r + dx : w - r + dx].reshape(-1)
+        for dy in range(-r, r + 1)
+        for dx in range(-r, r + 1)
+    ]
+    design = np.stack([*cols, np.ones_like(cols[0])], axis=1)
+    target = noisy[r : h - r, r : w - r]
+    solution = np.linalg.lstsq(design, target.reshape(-1), rcond=None)[0]
+    residual = (target.reshape(-1) - design @ solution).reshape(target.shape)
+    return solution[:-1].reshape(2 * r + 1, 2 * r + 1), residual
+
+
 def filter_residual(clean: np.ndarray, noisy: np.ndarray, radius: int) -> np.ndarray:
     """noisy minus its least-squares prediction from a (2 radius + 1)^2 neighbourhood of clean (per channel, plus
     offset), on the interior (borders of ``radius`` dropped)."""
-    h, w, channels = clean.shape
-    r = radius
-    out = np.empty((h - 2 * r, w - 2 * r, channels))
-    for c in range(channels):
-        cols = [
-            clean[r + dy : h - r + dy, r + dx : w - r + dx, c].reshape(-1)
-            for dy in range(-r, r + 1)
-            for dx in range(-r, r + 1)
-        ]
-        design = np.stack([*cols, np.ones_like(cols[0])], axis=1)
-        target = noisy[r : h - r, r : w - r, c].reshape(-1)
-        out[..., c] = (target - design @ np.linalg.lstsq(design, target, rcond=None)[0]).reshape(h - 2 * r, w - 2 * r)
-    return out
+    planes = [_neighbourhood_fit(clean[..., c], noisy[..., c], radius)[1] for c in range(clean.shape[2])]
+    return np.stack(planes, axis=-1)
 
 
 def softness(clean: np.ndarray, noisy: np.ndarray) -> tuple[float, float]:
     """Centre and mean edge-neighbour weight of the least-squares 3x3 filter (plus offset) from clean to noisy,
     pooled over channels; (H, W, C) arrays on one scale."""
-    h, w = clean.shape[:2]
-    cols = [clean[1 + dy : h - 1 + dy, 1 + dx : w - 1 + dx].reshape(-1) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
-    design = np.stack([*cols, np.ones_like(cols[0])], axis=1)
-    weights = np.linalg.lstsq(design, noisy[1:-1, 1:-1].reshape(-1), rcond=None)[0][:9].reshape(3, 3)
+    weights = _neighbourhood_fit(clean, noisy, 1)[0]
     return float(weights[1, 1]), float((weights[0, 1] + weights[2, 1] + weights[1, 0] + weights[1, 2]) / 4)
 
 
 def difference_stats(clean: np.ndarray, noisy: np.ndarray) -> dict[str, float]:
     """The statistics of the module docstring for one (H, W, 3) pair on the 0-255 scale."""
     clean = clean.astype(np.float64)
-    diff = noisy.astype(np.float64) - clean
+    noisy = noisy.astype(np.float64)
+    diff = noisy - clean
     sd = _sd(diff)
     diff = diff - diff.mean(axis=(0, 1))
     lum = diff.mean(axis=2)
     corr = np.corrcoef(diff.reshape(-1, 3).T)
     grey = clean.mean(axis=2)
     gradient = gaussian_filter(np.hypot(sobel(grey, 0), sobel(grey, 1)), 1.0)
-    centre, arm = softness(clean, noisy.astype(np.float64))
+    centre, arm = softness(clean, noisy)
     return {
         "sd": sd,
         "lag1": _lag(lum, 1),
         "lag2": _lag(lum, 2),
         "chan": float((corr[0, 1] + corr[0, 2] + corr[1, 2]) / 3),
         "edge": _edge_ratio(gradient, diff),
-        "edge_fit": _edge_ratio(gradient[FIT:-FIT, FIT:-FIT], filter_residual(clean, noisy.astype(np.float64), FIT)),
+        "edge_fit": _edge_ratio(gradient[FIT:-FIT, FIT:-FIT], filter_residual(clean, noisy, FIT)),
         "centre": centre,
         "arm": arm,
     }

@@ -9,13 +9,12 @@ from invdn.training.config import DEFAULT_NOISE
 
 
 def _scales(ctx: click.Context, param: click.Parameter, value: str) -> tuple[float, ...]:
+    from invdn.training.data import check_scales
+
     try:
-        scales = tuple(float(v) for v in value.split(","))
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not a comma-separated list of numbers") from None
-    if not all(0.0 < s <= 1.0 for s in scales):
-        raise click.BadParameter(f"scales must be in (0, 1], got {value!r}")
-    return scales
+        return check_scales(float(v) for v in value.split(","))
+    except ValueError as exc:
+        raise click.BadParameter(f"{value!r}: {exc}") from None
 
 
 @click.command()

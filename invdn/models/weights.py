@@ -125,12 +125,12 @@ def copy_shipped(destination: str | Path) -> list[Path]:
     entries = manifest()
     if not entries:
         raise WeightsError(f"{source / 'manifest.json'} ships no weights")
-    files = [shipped_path(name) for name in entries] + [source / "manifest.json"]
+    files = [path for name in entries if (path := shipped_path(name)) is not None] + [source / "manifest.json"]
     files += [card] if (card := source / "MODEL_CARD.md").exists() else []
-    targets = [Path(destination) / path.name for path in files if path is not None]
+    targets = [Path(destination) / path.name for path in files]
     if existing := [str(t) for t in targets if t.exists()]:
         raise FileExistsError(f"not overwriting {', '.join(existing)}")
-    for path, target in zip([f for f in files if f is not None], targets, strict=True):
+    for path, target in zip(files, targets, strict=True):
         write_atomic(target, path.read_bytes())
     return targets
 

@@ -10,7 +10,7 @@ iteration order; ``set_epoch(e)`` changes the draws for a new epoch.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -70,6 +70,14 @@ def _crop_params(h: int, w: int, size: int, g: torch.Generator) -> tuple[int, in
     top = int(torch.randint(0, max(h - size, 0) + 1, (1,), generator=g))
     left = int(torch.randint(0, max(w - size, 0) + 1, (1,), generator=g))
     return top, left
+
+
+def check_scales(scales: Iterable[float]) -> tuple[float, ...]:
+    """Patch scales as floats; ValueError unless there is at least one and all lie in (0, 1]."""
+    values = tuple(float(s) for s in scales)
+    if not values or not all(0.0 < s <= 1.0 for s in values):
+        raise ValueError(f"scales must be in (0, 1], got {list(values)}")
+    return values
 
 
 def _resize8(array: np.ndarray, scale: float) -> np.ndarray:
@@ -136,8 +144,6 @@ class ImageFolder(Dataset):
     ) -> None:
         if patch_size is not None and patch_size < 1:
             raise ValueError("patch_size must be >= 1")
-        if not scales or not all(0.0 < s <= 1.0 for s in scales):
-            raise ValueError(f"scales must be in (0, 1], got {list(scales)}")
         if patches_per_image < 1:
             raise ValueError("patches_per_image must be >= 1")
         roots = [root] if isinstance(root, str | Path) else list(root)
@@ -150,7 +156,7 @@ class ImageFolder(Dataset):
         self.augment = augment
         self.grey = grey
         self.seed = seed
-        self.scales = tuple(float(s) for s in scales)
+        self.scales = check_scales(scales)
         self.epoch = 0
         self._images = _Cached(self.files, grey, cache)
 
