@@ -28,6 +28,7 @@ of the output adds: a model whose output gains from more smoothing leaves someth
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import io
 import json
 import math
@@ -142,15 +143,8 @@ def matched_twin(clean: np.ndarray, sd: float, twin: CameraNoise, seed: int) -> 
 
     def draw(log_shot: float) -> np.ndarray:
         shot = math.exp(log_shot)
-        model = CameraNoise(
-            shot=(shot, shot),
-            read=(math.exp(READ_LAW[0] * log_shot + READ_LAW[1]),) * 2,
-            chroma=twin.chroma,
-            soft=twin.soft,
-            jpeg=twin.jpeg,
-            jpeg_quality=twin.jpeg_quality,
-            finish="clip8",
-        )
+        read = math.exp(READ_LAW[0] * log_shot + READ_LAW[1])
+        model = dataclasses.replace(twin, shot=(shot, shot), read=(read, read), finish="clip8")
         return model(tensor, torch.Generator().manual_seed(seed))[0].numpy().transpose(1, 2, 0)
 
     lo, hi = math.log(1e-5), math.log(5e-2)

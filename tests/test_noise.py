@@ -156,6 +156,48 @@ def test_camera_soft_range_is_checked() -> None:
         make_noise("camera:soft=0.3")
 
 
+def test_edge_map_is_zero_on_flat_areas_and_near_one_on_edges() -> None:
+    from invdn.training.camera import edge_map
+
+    step = torch.zeros(1, 3, 24, 24)
+    step[..., 12:] = 0.5
+    weights = edge_map(step)
+    assert weights.shape == (1, 1, 24, 24)
+    assert float(weights.min()) >= 0.0 and float(weights.max()) <= 1.0
+    assert float(weights[..., :, 11:13].min()) > 0.99  # either side of the step
+    assert float(weights[..., :, :6].max()) < 1e-3 and float(weights[..., :, 18:].max()) < 1e-3
+    assert float(edge_map(torch.full((2, 1, 9, 1), 0.3)).max()) == 0.0  # one pixel wide, grey: flat
+
+
+def test_camera_flat_scales_the_noise_by_the_edge_map() -> None:
+    # the same draw with and without flat=F: the noise is multiplied by F + (1 - F) * edge_map(clean), exactly
+    from invdn.training.camera import edge_map
+
+    clean = torch.zeros(2, 3, 32, 32)
+    clean[..., 16:] = 0.6
+    clean += 0.2
+    plain = make_noise("camera:shot=1e-3:read=1e-5")(clean, _gen(9)) - clean
+    flat = make_noise("camera:shot=1e-3:read=1e-5:flat=0.3")(clean, _gen(9)) - clean
+    assert torch.allclose(flat, plain * (0.3 + 0.7 * edge_map(clean)), atol=1e-6)
+    # flat areas keep 0.3 of their noise (0.09 of its variance), the edge keeps nearly all of it
+    assert float(flat[..., :, :8].std() / plain[..., :, :8].std()) == pytest.approx(0.3, abs=1e-3)
+    assert float(flat[..., :, 15:17].std() / plain[..., :, 15:17].std()) > 0.99
+
+
+def test_camera_flat_one_keeps_the_random_stream() -> None:
+    clean = torch.rand(2, 3, 24, 24, generator=_gen(10))
+    plain = make_noise("camera:chroma=0-3:jpeg=0.5")(clean, _gen(10))
+    assert torch.equal(make_noise("camera:chroma=0-3:flat=1:jpeg=0.5")(clean, _gen(10)), plain)
+    spec = make_noise("camera:chroma=0-3:flat=0.4-1:jpeg=0.5").spec
+    assert "flat=0.4-1" in spec and make_noise(spec).spec == spec
+
+
+@pytest.mark.parametrize("bad", ["0", "0-0.5", "0.5-1.2"])
+def test_camera_flat_range_is_checked(bad: str) -> None:
+    with pytest.raises(ValueError, match="flat"):
+        make_noise(f"camera:flat={bad}")
+
+
 def test_camera_jpeg_output_on_8bit_grid() -> None:
     clean = torch.rand(2, 3, 24, 24, generator=_gen(5))
     noisy = make_noise("camera:jpeg=1:jpeg_q=70-80")(clean, _gen(5))

@@ -1,7 +1,8 @@
 """The camera pipeline behind ``camera`` noise (Brooks et al., CVPR 2019): sRGB <-> linear camera raw.
 
 Pure tensor functions: tone curve and gamma, colour-correction matrices of four cameras, the RGGB Bayer mosaic and a
-bilinear demosaic, a separable Gaussian blur for in-camera chroma noise reduction, and an 8-bit JPEG round trip.
+bilinear demosaic, a separable Gaussian blur for in-camera chroma noise reduction, an edge map for edge-preserving
+noise reduction, and an 8-bit JPEG round trip.
 `invdn.training.noise.CameraNoise` draws the random parameters and the noise and chains these steps.
 """
 
@@ -98,6 +99,23 @@ def reduce_chroma(noise: torch.Tensor, std: float) -> torch.Tensor:
     ycc = torch.einsum("ij,bjhw->bihw", to_ycc, noise)
     ycc = torch.cat([ycc[:, :1], gaussian_blur(ycc[:, 1:], std)], dim=1)
     return torch.einsum("ij,bjhw->bihw", torch.linalg.inv(to_ycc), ycc)
+
+
+# Sobel derivative across columns (the transpose differentiates across rows); magnitudes are 4x the slope per pixel.
+_SOBEL = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
+EDGE_SCALE = 0.15  # Sobel magnitude (0-1 images) at which `edge_map` reaches 1 - 1/e: a step of about 0.04
+
+
+def edge_map(image: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) images -> (B, 1, H, W) weights in [0, 1]: about 0 on flat areas, near 1 on edges. The Sobel
+    gradient magnitude ``g`` of the channel mean, smoothed by a Gaussian of std 1 pixel, as ``1 - exp(-(g / s)^2)``
+    with ``s = EDGE_SCALE``."""
+    grey = image.mean(dim=1, keepdim=True)
+    kernels = torch.stack([_SOBEL, _SOBEL.T]).unsqueeze(1).to(grey)
+    mode = "reflect" if min(grey.shape[-2:]) > 1 else "replicate"
+    slopes = F.conv2d(F.pad(grey, (1, 1, 1, 1), mode=mode), kernels)
+    magnitude = gaussian_blur(slopes.pow(2).sum(dim=1, keepdim=True).sqrt(), 1.0)
+    return 1.0 - torch.exp(-((magnitude / EDGE_SCALE) ** 2))
 
 
 def soften(x: torch.Tensor, arm: torch.Tensor) -> torch.Tensor:
