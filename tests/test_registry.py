@@ -116,3 +116,28 @@ def test_copy_shipped_takes_only_the_manifests_files(tmp_path, monkeypatch: pyte
     (fake / "manifest.json").write_text("{}")
     with pytest.raises(weights.WeightsError, match="ships no weights"):
         weights.copy_shipped(tmp_path / "other")
+
+
+def test_average_is_the_element_wise_mean_of_one_models_files(tmp_path):
+    torch.manual_seed(0)
+    first = weights.build_model("invdn-lc", {"hidden": 8, "width": 8, "res_blocks": 1})
+    torch.manual_seed(1)
+    second = weights.build_model("invdn-lc", {"hidden": 8, "width": 8, "res_blocks": 1})
+    a = weights.save(first, tmp_path / "a.safetensors", extra={"step": 10})
+    b = weights.save(second, tmp_path / "b.safetensors", dtype=torch.float16, extra={"step": 20})
+    mean = weights.load_file_model(weights.average([a, b], tmp_path / "mean.safetensors"))
+    second_back = weights.load_file_model(b)  # float16 on disk: the mean uses what the file holds
+    for key, value in mean.state_dict().items():
+        expected = (first.state_dict()[key].float() + second_back.state_dict()[key].float()) / 2
+        assert torch.allclose(value, expected, atol=1e-7), key
+    differ = [
+        k for k, v in mean.state_dict().items() if v.is_floating_point() and not torch.equal(v, first.state_dict()[k])
+    ]
+    assert differ  # the two random inits differ, so the mean is neither of them
+    meta = weights.read_metadata(tmp_path / "mean.safetensors")
+    assert meta["step"] == "20" and meta["averaged_from"].endswith("b.safetensors")
+    other = weights.save(
+        weights.build_model("invdn-lc", {"hidden": 8, "width": 16, "res_blocks": 1}), tmp_path / "c.safetensors"
+    )
+    with pytest.raises(weights.WeightsError, match="different models"):
+        weights.average([a, other], tmp_path / "bad.safetensors")

@@ -95,6 +95,26 @@ def load_file_model(path: str | Path, device: str | torch.device = "cpu") -> nn.
     return model.to(device).eval()
 
 
+def average(sources: list[str | Path], dest: str | Path, extra: dict | None = None) -> Path:
+    """Write the element-wise mean of the weights of `sources` (files of one model type and `model_args`, e.g.
+    checkpoints of one run) to `dest`, float32, with the metadata of the last source plus `extra`."""
+    if not sources:
+        raise ValueError("average needs at least one weights file")
+    models = [load_file_model(s) for s in sources]
+    kinds = {(m.model_type, json.dumps(m.model_args, sort_keys=True)) for m in models}
+    if len(kinds) > 1:
+        raise WeightsError(f"cannot average different models: {sorted(kinds)}")
+    mean = models[-1]
+    states = [m.state_dict() for m in models]
+    with torch.no_grad():
+        for key, value in mean.state_dict().items():
+            if value.is_floating_point():
+                value.copy_(torch.stack([s[key].float() for s in states]).mean(dim=0))
+    meta = {k: v for k, v in read_metadata(sources[-1]).items() if k not in ("model_type", "model_args")}
+    meta["averaged_from"] = ", ".join(str(s) for s in sources)
+    return save(mean, dest, extra={**meta, **(extra or {})})
+
+
 def manifest() -> dict[str, dict]:
     """The shipped weights: {model_type: {"file": ..., "sha256": ..., ...}} from weights/manifest.json."""
     path = weights_dir() / "manifest.json"

@@ -62,8 +62,8 @@ target must then be the grey clean image too: ``NoiseModel.pair(clean, generator
 ``invdn.training.data.NoisyPatches`` uses it.
 
 ``USERS_FILES_NOISE`` is the recommended blind training mix for files as users have them: colour AWGN 0-55,
-grey AWGN 0-55 with channel-identical noise, Poisson-Gaussian, and the camera pipeline with JPEG, each finished
-with ``clip8``.
+grey AWGN 0-55 with channel-identical noise, Poisson-Gaussian, and the camera pipeline with chroma and
+edge-preserving noise reduction and JPEG, each finished with ``clip8``.
 """
 
 from __future__ import annotations
@@ -96,11 +96,11 @@ __all__ = [
 
 # The recommended blind training mix for files as users have them (all saved to 8 bits): colour AWGN with sigma
 # uniform in 0-55; the same on grey photos (one noise field shared by the replicated channels, as a one-channel
-# file reaches a colour model); Poisson-Gaussian; the camera pipeline with in-camera chroma noise reduction and a
-# JPEG round trip for half of the images.
+# file reaches a colour model); Poisson-Gaussian; the camera pipeline with in-camera chroma noise reduction,
+# edge-preserving noise reduction (flat areas keep 0.4-1 of their noise) and a JPEG round trip for half of the images.
 USERS_FILES_NOISE = (
     "mix:awgn:0-55:clip8=0.3,awgn:0-55:grey:clip8=0.25,poisson-gaussian:clip8=0.15,"
-    "camera:chroma=0-3:jpeg=0.5:jpeg_q=60-95:clip8=0.3"
+    "camera:chroma=0-3:flat=0.4-1:jpeg=0.5:jpeg_q=60-95:clip8=0.3"
 )
 
 _NUMBER = r"[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?"
