@@ -184,7 +184,27 @@ def test_camera_flat_scales_the_noise_by_the_edge_map() -> None:
     assert float(flat[..., :, 15:17].std() / plain[..., :, 15:17].std()) > 0.99
 
 
-def test_camera_flat_one_keeps_the_random_stream() -> None:
+# sha256 (first 16 hex digits) of torch's CPU generator state after one call of "camera:chroma=0-3:jpeg=0.5" on
+# the image below, measured with the code of commit 3e0b0f0, before the flat option existed:
+# options left at their defaults must draw nothing, so that older specs keep their random streams.
+CAMERA_STREAM_STATE = "aac605bbf7b2524f"
+
+
+@pytest.mark.parametrize("spec", ["camera:chroma=0-3:jpeg=0.5", "camera:chroma=0-3:soft=0:flat=1:jpeg=0.5"])
+def test_camera_default_options_draw_nothing(spec: str) -> None:
+    import hashlib
+
+    clean = torch.rand(2, 3, 24, 24, generator=_gen(10))
+    generator = _gen(10)
+    make_noise(spec)(clean, generator)
+    assert hashlib.sha256(generator.get_state().numpy().tobytes()).hexdigest()[:16] == CAMERA_STREAM_STATE
+    # and a flat that is asked for does draw
+    drawn = _gen(10)
+    make_noise("camera:chroma=0-3:flat=0.5:jpeg=0.5")(clean, drawn)
+    assert hashlib.sha256(drawn.get_state().numpy().tobytes()).hexdigest()[:16] != CAMERA_STREAM_STATE
+
+
+def test_camera_flat_one_is_the_default() -> None:
     clean = torch.rand(2, 3, 24, 24, generator=_gen(10))
     plain = make_noise("camera:chroma=0-3:jpeg=0.5")(clean, _gen(10))
     assert torch.equal(make_noise("camera:chroma=0-3:flat=1:jpeg=0.5")(clean, _gen(10)), plain)
