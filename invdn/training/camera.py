@@ -101,6 +101,11 @@ def reduce_chroma(noise: torch.Tensor, std: float) -> torch.Tensor:
     return torch.einsum("ij,bjhw->bihw", torch.linalg.inv(to_ycc), ycc)
 
 
+def _pad1(x: torch.Tensor) -> torch.Tensor:
+    """One pixel of padding on each side of a (B, C, H, W) batch: reflect, or replicate where a side is 1 pixel."""
+    return F.pad(x, (1, 1, 1, 1), mode="reflect" if min(x.shape[-2:]) > 1 else "replicate")
+
+
 # Sobel derivative across columns (the transpose differentiates across rows); magnitudes are 8x the slope per pixel.
 _SOBEL = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
 EDGE_SCALE = 0.15  # Sobel magnitude (0-1 images) at which `edge_map` reaches 1 - 1/e: a step of about 0.06
@@ -112,8 +117,7 @@ def edge_map(image: torch.Tensor) -> torch.Tensor:
     with ``s = EDGE_SCALE``."""
     grey = image.mean(dim=1, keepdim=True)
     kernels = torch.stack([_SOBEL, _SOBEL.T]).unsqueeze(1).to(grey)
-    mode = "reflect" if min(grey.shape[-2:]) > 1 else "replicate"
-    slopes = F.conv2d(F.pad(grey, (1, 1, 1, 1), mode=mode), kernels)
+    slopes = F.conv2d(_pad1(grey), kernels)
     magnitude = gaussian_blur(slopes.pow(2).sum(dim=1, keepdim=True).sqrt(), 1.0)
     return 1.0 - torch.exp(-((magnitude / EDGE_SCALE) ** 2))
 
@@ -123,7 +127,7 @@ def soften(x: torch.Tensor, arm: torch.Tensor) -> torch.Tensor:
     neighbours a (``arm``, shape (B,)), reflect padding. The softness in-camera demosaicing and noise reduction leave
     in a photo's detail, signal and noise alike."""
     a = arm.to(x).view(-1, 1, 1, 1)
-    p = F.pad(x, (1, 1, 1, 1), mode="reflect" if min(x.shape[-2:]) > 1 else "replicate")
+    p = _pad1(x)
     neighbours = p[..., :-2, 1:-1] + p[..., 2:, 1:-1] + p[..., 1:-1, :-2] + p[..., 1:-1, 2:]
     return (1.0 - 4.0 * a) * x + a * neighbours
 
