@@ -9,7 +9,7 @@ import torch
 
 from invdn.eval.metrics import psnr
 from invdn.inference.engine import Denoiser
-from invdn.models.latent_clean import InvDNLC, InvDNLCConfig
+from invdn.models.latent_clean import InvDNLC, InvDNLCConfig, deepen
 from invdn.training.latent_clean_task import InvDNLCTask
 
 TINY = InvDNLCConfig(hidden=8, width=16, res_blocks=2)
@@ -112,3 +112,21 @@ def test_latent_term_trains_the_cleaner_only(monkeypatch):
         if name.startswith("inv."):
             torch.testing.assert_close(grad, grads[0.0][name])
     assert any(not torch.equal(grads[1.0][n], grads[0.0][n]) for n in grads[1.0] if n.startswith("cleaner."))
+
+
+def test_deepen_adds_cleaner_blocks_that_start_as_the_identity():
+    model = perturbed()
+    deeper = deepen(model, 4)
+    assert deeper.config.res_blocks == 4 and len(deeper.cleaner.body) == 4
+    per_block = sum(p.numel() for p in deeper.cleaner.body[0].parameters())
+    count = sum(p.numel() for p in model.parameters())
+    assert sum(p.numel() for p in deeper.parameters()) == count + 2 * per_block
+    x = torch.rand(2, 3, 24, 20, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        torch.testing.assert_close(deeper.eval()(x), model(x), rtol=0, atol=1e-6)
+        for block in deeper.cleaner.body[2:]:
+            assert block.conv1.weight.abs().sum() > 0  # trainable from the first step: conv2 gets a gradient
+            assert not block.conv2.weight.any() and not block.conv2.bias.any()
+    assert deepen(model, 2).config.res_blocks == 2  # the same depth: a copy
+    with pytest.raises(ValueError, match="adds blocks"):
+        deepen(model, 1)

@@ -230,3 +230,25 @@ def test_train_command_scales(tmp_path, image_folder, monkeypatch):
     for bad in ("0", "1.5", "1,x"):
         result = CliRunner().invoke(main, [*base, "--name", "b", "--scales", bad])
         assert result.exit_code == 2 and "--scales" in result.output, bad
+
+
+def test_init_from_builds_the_files_architecture_and_resume_keeps_it(tmp_path, image_folder):
+    from invdn.models.latent_clean import InvDNLC, InvDNLCConfig, deepen
+    from invdn.models.weights import read_model_args, save
+
+    torch.set_num_threads(1)
+    start = save(deepen(InvDNLC(InvDNLCConfig(hidden=8, width=8, res_blocks=1)), 2), tmp_path / "deep.safetensors")
+    cfg = small_config(tmp_path, image_folder, init_from=str(start), max_steps=1)
+    first = Trainer(cfg, progress=False)
+    model = first.task.modules["main"]
+    assert (model.config.width, model.config.res_blocks) == (8, 2)
+    loaded = load_file(str(start))
+    assert all(torch.equal(v, loaded[k]) for k, v in model.state_dict().items())
+    first.train()
+    run = tmp_path / "t"
+    assert read_model_args(run / "checkpoint" / "main.safetensors")["res_blocks"] == 2
+    assert json.loads((run / "config.json").read_text())["model_args"]["res_blocks"] == 2
+    resumed = Trainer(small_config(tmp_path, image_folder, max_steps=2), resume=True, progress=False)
+    assert resumed.step == 1 and resumed.task.modules["main"].config.res_blocks == 2
+    resumed.train()
+    assert resumed.step == 2

@@ -39,7 +39,8 @@ def _scales(ctx: click.Context, param: click.Parameter, value: str) -> tuple[flo
     "--init-from",
     type=click.Path(exists=True, dir_okay=False),
     default=None,
-    help="Start from these weights (safetensors) when not resuming.",
+    help="Start from these weights (safetensors) when not resuming; InvDN-LC takes the file's architecture "
+    "(e.g. a cleaner deepened by invdn.models.latent_clean.deepen), and --resume keeps it.",
 )
 @click.option("--time-budget", default=None, help="Stop cleanly at a checkpoint after this long (e.g. 2h, 90m).")
 @click.option("--max-steps", type=int, default=None, help="Stop after this many steps in total.")

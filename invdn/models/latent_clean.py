@@ -16,7 +16,7 @@ zero, so a fresh model is the identity: decode(encode(x)) == x. The inference en
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor, nn
@@ -132,3 +132,21 @@ class InvDNLC(nn.Module):
         """`restore` on x padded to `multiple`, cropped back to x's size."""
         height, width = x.shape[-2:]
         return self.restore(pad_to_multiple(x, self.multiple))[..., :height, :width]
+
+
+def deepen(model: InvDNLC, res_blocks: int) -> InvDNLC:
+    """A copy of `model` with `res_blocks` residual blocks in its cleaner (at least as many as it has) that computes
+    the same function: the new blocks come after the trained ones with their second convolution at zero, so each
+    starts as the identity and training grows it from there (more capacity without starting over)."""
+    have = model.config.res_blocks
+    if res_blocks < have:
+        raise ValueError(f"deepen adds blocks: the model has {have}, asked for {res_blocks}")
+    deeper = InvDNLC(replace(model.config, res_blocks=res_blocks))
+    missing, unexpected = deeper.load_state_dict(model.state_dict(), strict=False)
+    if unexpected or not all(k.startswith("cleaner.body.") for k in missing):  # only the new blocks are new
+        raise RuntimeError(f"deepen: unexpected state dict keys {unexpected or missing}")
+    for block in deeper.cleaner.body[have:]:
+        nn.init.zeros_(block.conv2.weight)
+        nn.init.zeros_(block.conv2.bias)
+    deeper.pretrained = model.pretrained
+    return deeper

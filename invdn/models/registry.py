@@ -38,7 +38,9 @@ def _task_invdn_lc(cfg, grad_sync, device):
     from invdn.models.latent_clean import InvDNLCConfig
     from invdn.training.latent_clean_task import InvDNLCTask
 
-    return InvDNLCTask(InvDNLCConfig(), lr=cfg.lr or 2e-4, grad_sync=grad_sync, device=device)
+    return InvDNLCTask(
+        InvDNLCConfig.from_dict(cfg.model_args or {}), lr=cfg.lr or 2e-4, grad_sync=grad_sync, device=device
+    )
 
 
 def _task_invdn(cfg, grad_sync, device):

@@ -78,6 +78,14 @@ def read_metadata(path: str | Path) -> dict[str, str]:
         raise WeightsError(f"{path}: not a readable safetensors file ({exc})") from exc
 
 
+def read_model_args(path: str | Path) -> dict:
+    """The `model_args` (architecture) stored in a weights file's metadata."""
+    meta = read_metadata(path)
+    if "model_args" not in meta:
+        raise WeightsError(f"{path}: no model_args metadata; was it written by invdn.models.weights.save?")
+    return json.loads(meta["model_args"])
+
+
 def load_file_model(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
     """Rebuild a model from a weights file alone (its metadata names the model and its arguments)."""
     meta = read_metadata(path)

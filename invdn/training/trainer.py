@@ -23,7 +23,7 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -131,6 +131,12 @@ class Trainer:
             self.device = torch.device(cfg.device)
             tune_allocator()  # keep large freed buffers in the process (invdn.runtime)
         self.run_dir = Path(cfg.runs_dir) / cfg.name
+        resuming = resume and (self.run_dir / "checkpoint" / "state.pt").exists()
+        source = self.run_dir / "checkpoint" / "main.safetensors" if resuming else cfg.init_from
+        if source and cfg.model_args is None:  # build the architecture of the weights it starts from
+            from invdn.models.weights import read_model_args
+
+            self.cfg = cfg = replace(cfg, model_args=read_model_args(source))
         torch.manual_seed(seed_from(cfg.seed, "init"))  # the same initial weights for the same seed
         self.task = make_task(cfg, _all_reduce_grads if self.distributed else None, self.device)
         if self.distributed:  # every rank starts from rank 0's weights
@@ -141,7 +147,7 @@ class Trainer:
         self.best_psnr = -math.inf
         self.elapsed_total = 0.0
         self.progress = progress and self.rank == 0
-        if resume and (self.run_dir / "checkpoint" / "state.pt").exists():
+        if resuming:
             self.load_checkpoint(self.run_dir / "checkpoint")
         elif cfg.init_from:
             from invdn.models.weights import load_file_model
