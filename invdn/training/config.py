@@ -49,8 +49,9 @@ class TrainConfig:
     patches_per_image: int = 8  # patches per image per epoch
     scales: tuple[float, ...] = (1.0,)  # patch scales drawn per patch (ImageFolder; DnCNN: 1, 0.9, 0.8, 0.7)
     snapshot_every: int = 0  # also keep the main weights every this many steps in snapshots/ (0 = never)
-    # InvDN-LC's architecture (InvDNLCConfig fields; None: the default), filled by the trainer from the checkpoint it
-    # resumes or the --init-from file, so a deepened model (invdn.models.latent_clean.deepen) trains as it is
+    # the main network's architecture (the model_args of the checkpoint it resumes or the --init-from file; None: the
+    # registry default), filled by the trainer; InvDN-LC's task builds it, so a deepened model (latent_clean.deepen)
+    # trains as it is; the other tasks take their architecture from their own fields
     model_args: dict | None = None
 
     @classmethod
