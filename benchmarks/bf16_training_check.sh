@@ -4,9 +4,10 @@
 # Usage: bash benchmarks/bf16_training_check.sh [DATASETS_DIR] [RUNS_DIR]
 set -euo pipefail
 D=${1:-../shared/datasets}; RUNS=${2:-runs}; INVDN=${INVDN:-invdn}
+V2=$(bash benchmarks/historic_weights.sh invdn-blind-v2.safetensors)  # superseded: from git history
 for v in fp32 bf16; do
   flag=""; [ $v = bf16 ] && flag=--bf16
-  "$INVDN" train --model invdn --init-from weights/invdn-blind-v2.safetensors --data "$D/CBSD432" --data "$D/Train400" \
+  "$INVDN" train --model invdn --init-from "$V2" --data "$D/CBSD432" --data "$D/Train400" \
     --batch 8 --patch 96 --lr 5e-5 --total-steps 60 --max-steps 60 --seed 3 --threads 1 --name "bf16-check-$v" \
     --runs-dir "$RUNS" --log-every 10 --checkpoint-every 1h $flag
 done

@@ -5,12 +5,13 @@
 # Usage: bash benchmarks/ssim_loss_ab.sh [DATASETS_DIR] [RUNS_DIR]     (about 25 minutes on 2 cores)
 set -euo pipefail
 D=${1:-../shared/datasets}; RUNS=${2:-runs}; INVDN=${INVDN:-invdn}
+V2=$(bash benchmarks/historic_weights.sh invdn-blind-v2.safetensors)  # superseded: from git history
 for w in 1.0 0.0; do
-  "$INVDN" train --model invdn --init-from weights/invdn-blind-v2.safetensors --data "$D/CBSD432" --data "$D/Train400" \
+  "$INVDN" train --model invdn --init-from "$V2" --data "$D/CBSD432" --data "$D/Train400" \
     --batch 8 --lr 1e-4 --total-steps 4000 --max-steps 410 --bf16 --seed 5 --ssim-weight "$w" --name "ab-ssim-$w" \
     --runs-dir "$RUNS" --log-every 10 --checkpoint-every 1h
 done
-for weights in weights/invdn-blind-v2.safetensors "$RUNS/ab-ssim-1.0/checkpoint/main.safetensors" \
+for weights in "$V2" "$RUNS/ab-ssim-1.0/checkpoint/main.safetensors" \
   "$RUNS/ab-ssim-0.0/checkpoint/main.safetensors"; do
   echo "== $weights"
   "$INVDN" eval --model invdn --weights "invdn=$weights" --dataset "$D/Kodak24" --dataset "$D/CBSD68" --limit 8 \

@@ -16,17 +16,20 @@ total steps, seed, lr) win over the command line's. A checkpoint is written to c
 piece killed at any moment leaves the last one intact. RUN_DIR/weights/ holds the module weights alone (same
 shards): ``--warm-from RUN_DIR/weights`` starts a new run from them with fresh Adam moments, the schedule continuing
 at their step and the learning rate ramping up over ``--warmup-steps`` (a warm restart, not bit-exact; for when
-only the weights can travel to a fresh machine). ``--export`` reassembles the main module into one ordinary
+only the weights can travel to a fresh machine). ``--init-from FILE`` starts a new run from an ordinary weights
+file instead (the shipped ones in ``weights/``, or a cleaner deepened by ``invdn.models.latent_clean.deepen``): the
+file's architecture (its ``model_args``, kept in the checkpoint for later pieces and ``--export``) and weights, fresh
+Adam moments, the schedule from step 0 with the learning rate ramping up over ``--warmup-steps``, as ``invdn train
+--init-from``. ``--export`` reassembles the main module into one ordinary
 weights file (``invdn.models.weights.save``).
 
-On a lent GPU machine (commands run in a copy of the working tree, carried ignored paths at most 64 MiB in all):
-copy the data into the git-ignored .gpu/ folder (``mkdir -p .gpu/data && cp -r DATASETS/CBSD432 DATASETS/Train400
-.gpu/data/``, 41 MB), carry ``.gpu``, and run one piece per call, e.g. ``python scripts/train_gpu.py --model invdn
---data .gpu/data/CBSD432 --data .gpu/data/Train400 --run .gpu/runs/lc --minutes 9 --total-steps 20000 && cp -r
-.gpu/runs/lc/weights .gpu/runs/lc/log.jsonl $OUT/``. While the machine stays warm, .gpu/ stays between calls and
-each piece resumes bit-exactly from checkpoint/ (measured on CPU: InvDN-LC 24.0 MB, InvDN (paper) 32.0 MB,
-DANet-R 109.9 MB). A fresh machine has only what is carried: the data and a weights/ folder (a third of those
-sizes), hence ``--warm-from``.
+On a lent GPU machine (commands run in a copy of the working tree; the tree and the carried ignored paths at most
+64 MiB in all): ``scripts/gpu-prepare.py`` fills the git-ignored .gpu/data/ with what fits, and
+``scripts/gpu-session.sh`` (carry ``.gpu``) runs one piece of each model per call, from the shipped weights, with its
+runs under the git-ignored, uncarried runs/gpu/. While the machine stays warm, runs/gpu/ stays between calls and each
+piece resumes bit-exactly from checkpoint/ (measured on CPU: InvDN-LC 24.0 MB, InvDN (paper) 32.0 MB, DANet-R 109.9
+MB); a carried path is replaced at every call, so runs must not live under .gpu/. A fresh machine has only what is
+carried: the data and the weights/ folder that came back (a third of those sizes), hence ``--warm-from``.
 
 Speed: the training images are decoded once into one uint8 tensor in device memory; each step crops, flips and
 rotates its batch there with one gather, and synthesises the noise there (``invdn.training.noise``, seeded per step on a
@@ -74,6 +77,19 @@ from invdn.training.trainer import lr_factor  # noqa: E402
 
 MiB = 1 << 20
 DEFAULT_SHARD_MIB = 15.0
+# the run's settings, saved in every checkpoint; a later piece takes them over the command line's
+CONFIG_KEYS = (
+    "model",
+    "model_args",
+    "noise",
+    "patch",
+    "batch",
+    "total_steps",
+    "seed",
+    "lr",
+    "warm_start_step",
+    "warmup_steps",
+)
 COMPILE_UNITS = ("ResNetSubnet", "DenseSubnet", "LatentCleaner", "UNetD")
 
 
@@ -173,6 +189,17 @@ def save_checkpoint(task, step: int, config: dict, run: Path, limit_bytes: int) 
     weights = {k: v for k, v in tensors.items() if k.startswith("module/")}
     _replace_folder(run, "weights", weights, {"step": step, "config": config}, limit_bytes)
     return _replace_folder(run, "checkpoint", tensors, meta, limit_bytes)
+
+
+def init_from_file(task, path: Path) -> None:
+    """Load an ordinary weights file (``invdn.models.weights.save``) into the task's main module."""
+    from invdn.models.weights import load_file_model
+
+    src = load_file_model(path)
+    main = task.modules["main"]
+    if src.model_type != main.model_type:
+        raise SystemExit(f"--init-from {path} holds {src.model_type} weights; this run trains {main.model_type}")
+    main.load_state_dict(src.state_dict())  # a float16 file is cast to the module's float32
 
 
 def warm_start(task, folder: Path) -> int:
@@ -275,7 +302,9 @@ def _compile(model: nn.Module) -> int:
 
 
 def build_task(args: argparse.Namespace, device: torch.device):
-    cfg = TrainConfig(model=args.model, lr=args.lr, bf16=args.bf16, seed=args.seed, device=device.type)
+    cfg = TrainConfig(
+        model=args.model, lr=args.lr, bf16=args.bf16, seed=args.seed, device=device.type, model_args=args.model_args
+    )
     torch.manual_seed(seed_from(args.seed, "init"))
     task = registry.get(args.model).task(cfg, None, device)
     for module in task.modules.values():
@@ -363,23 +392,41 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="new run from the weights of a checkpoint/ or weights/ folder: fresh Adam, the schedule continues at its "
         "step, the learning rate ramps up over --warmup-steps",
     )
-    p.add_argument("--warmup-steps", type=int, default=200, help="learning-rate ramp after --warm-from")
-    p.add_argument("--export", type=Path, default=None, metavar="RUN", help="write RUN's main module to --out")
+    p.add_argument(
+        "--init-from",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="new run from a weights file (e.g. weights/invdn-lc-v8.safetensors): its architecture and weights, "
+        "fresh Adam, the schedule from step 0, the learning rate ramping up over --warmup-steps",
+    )
+    p.add_argument("--warmup-steps", type=int, default=200, help="learning-rate ramp after --warm-from or --init-from")
+    p.add_argument(
+        "--export",
+        type=Path,
+        default=None,
+        metavar="RUN",
+        help="write the main module of RUN's checkpoint (or of a checkpoint/ or weights/ folder) to --out",
+    )
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32")
     args = p.parse_args(argv)
     args.warm_start_step = None
+    args.model_args = None  # the architecture: the registry's default, or --init-from's, or the saved run's
+    if args.warm_from is not None and args.init_from is not None:
+        p.error("--warm-from and --init-from both choose the starting weights; give one")
     if args.export is None and (args.run is None or not args.data):
         p.error("--run and --data are needed to train (or --export RUN --out FILE)")
     return args
 
 
 def export(run: Path, out: Path, dtype: str) -> Path:
-    """The main module of RUN's checkpoint as one weights file (``invdn.models.weights.save``, with its step)."""
+    """The main module of RUN's checkpoint (or of a checkpoint/ or weights/ folder itself, e.g. one fetched from a
+    lent machine) as one weights file (``invdn.models.weights.save``, with its step)."""
     from invdn.models.weights import save
 
-    tensors, meta = load_sharded(run / "checkpoint")
-    model = registry.get(meta["config"]["model"]).build({})
+    tensors, meta = load_sharded(run / "checkpoint" if (run / "checkpoint" / "index.json").exists() else run)
+    model = registry.get(meta["config"]["model"]).build(meta["config"].get("model_args") or {})
     prefix = "module/main/"
     model.load_state_dict({k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)})
     return save(model, out, dtype=getattr(torch, dtype) if dtype != "float32" else None, extra={"step": meta["step"]})
@@ -407,8 +454,14 @@ def main(argv: list[str] | None = None) -> dict:
     ckpt = run / "checkpoint"
     saved = json.loads((ckpt / "index.json").read_text())["meta"] if (ckpt / "index.json").exists() else None
     if saved is not None:  # a later piece: the run's settings win over the command line's
-        for key in ("model", "noise", "patch", "batch", "total_steps", "seed", "lr", "warm_start_step", "warmup_steps"):
+        for key in CONFIG_KEYS:
             setattr(args, key, saved["config"].get(key, getattr(args, key)))
+    elif args.init_from is not None:
+        from invdn.models.weights import read_model_args
+
+        args.model_args = read_model_args(args.init_from)
+    elif args.warm_from is not None:  # the architecture the weights were trained in
+        args.model_args = json.loads((args.warm_from / "index.json").read_text())["meta"]["config"].get("model_args")
     t_setup = time.monotonic()
     noise = make_noise(args.noise)
     images = DeviceImages(args.data, args.patch, device)
@@ -419,13 +472,15 @@ def main(argv: list[str] | None = None) -> dict:
         step = load_checkpoint(task, ckpt, device)
     elif args.warm_from is not None:
         step = args.warm_start_step = warm_start(task, args.warm_from)
+    elif args.init_from is not None:
+        init_from_file(task, args.init_from)
+        step = args.warm_start_step = 0
     else:
         step = 0
     if args.compile:
         compiled = sum(_compile(m) for m in task.modules.values())
         print(f"compiled {compiled} sub-networks")
-    keys = ("model", "noise", "patch", "batch", "total_steps", "seed", "lr", "warm_start_step", "warmup_steps")
-    config = {k: getattr(args, k) for k in keys}
+    config = {k: getattr(args, k) for k in CONFIG_KEYS}
     limit = int(args.shard_mib * MiB)
     print(
         f"{'resuming at step ' + str(step) if saved else 'new run'}: {args.model}, batch {batch}, patch {args.patch}, "

@@ -160,3 +160,122 @@ def test_bf16_couplings_keep_float32_scale_and_shift() -> None:
         s, g = coupling.scale_and_shift(x[:, : coupling.split1])
         y, _ = coupling(x)
     assert s.dtype == g.dtype == y.dtype == torch.float32
+
+
+def test_init_from_a_weights_file_keeps_its_architecture(tg, data: Path, tmp_path: Path) -> None:
+    from invdn.models.invdn import InvDN
+    from invdn.models.latent_clean import InvDNLC, InvDNLCConfig, deepen
+    from invdn.models.weights import load_file_model, save
+
+    torch.manual_seed(3)
+    src = deepen(InvDNLC(InvDNLCConfig(res_blocks=2)), 3)  # not the registry's default architecture
+    for p in src.parameters():  # trained-looking weights, none of them a fresh model's
+        p.data.add_(0.01 * torch.randn_like(p))
+    init = save(src, tmp_path / "init.safetensors", dtype=torch.float16)  # shipped files may be float16
+    run = tmp_path / "run"
+    common = ["--model", "invdn", "--data", str(data), "--device", "cpu", "--patch", "32", "--batch", "2"]
+    common += ["--threads", "1", "--total-steps", "50", "--minutes", "5", "--log-every", "1", "--warmup-steps", "10"]
+    assert tg.main(common + ["--run", str(run), "--init-from", str(init), "--steps", "0"])["step"] == 0
+    ck, meta = _ckpt(tg, run)
+    assert meta["config"]["model_args"]["res_blocks"] == 3 and meta["config"]["warm_start_step"] == 0
+    want = {k: v.float() for k, v in load_file_model(init).state_dict().items()}
+    assert {k[len("module/main/") :] for k in ck if k.startswith("module/main/")} == set(want)
+    for name, t in want.items():
+        assert torch.equal(ck[f"module/main/{name}"], t), name
+
+    assert tg.main(common + ["--run", str(run), "--steps", "2"])["step"] == 2  # a later piece: same architecture
+    ck2, meta2 = _ckpt(tg, run)
+    assert meta2["config"]["model_args"]["res_blocks"] == 3
+    assert any(not torch.equal(ck2[f"module/main/{k}"], t) for k, t in want.items())  # it trained
+    rows = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if '"lr"' in line]
+    assert rows[0]["step"] == 1 and rows[0]["lr"] == pytest.approx(tg.lr_factor("cosine", 0, 50) / 10)  # ramp
+
+    out = tg.main(["--export", str(run), "--out", str(tmp_path / "out.safetensors")])["export"]
+    from_weights = tg.main(["--export", str(run / "weights"), "--out", str(tmp_path / "w.safetensors")])["export"]
+    for path in (out, from_weights):  # the run, or its weights/ folder as fetched from a lent machine
+        back = load_file_model(path)
+        assert back.config.res_blocks == 3
+        for name, t in back.state_dict().items():
+            assert torch.equal(t, ck2[f"module/main/{name}"]), name
+
+    paper = save(InvDN(), tmp_path / "paper.safetensors")
+    with pytest.raises(SystemExit, match="holds invdn weights; this run trains invdn-lc"):
+        tg.main(common + ["--run", str(tmp_path / "wrong"), "--init-from", str(paper), "--steps", "0"])
+    with pytest.raises(SystemExit):  # argparse: two sources of starting weights
+        tg.main(common + ["--run", str(tmp_path / "both"), "--init-from", str(init), "--warm-from", str(run)])
+
+
+def _session(tmp_path: Path, data: Path, name: str, **env: str):
+    import os
+    import subprocess
+    import sys
+
+    root = tmp_path / name
+    for sub in ("CBSD432", "Train400"):  # the layout the session script reads
+        (root / "data" / sub).mkdir(parents=True)
+        for p in data.iterdir():
+            (root / "data" / sub / p.name).write_bytes(p.read_bytes())
+    full = {
+        **os.environ,
+        "OUT": str(root / "out"),
+        "DATA": str(root / "data"),
+        "RUNS": str(root / "runs"),
+        "DEVICE": "cpu",
+        "PY": sys.executable,
+        "EXTRA": "--steps 1 --batch 2 --patch 32 --threads 1",
+        **env,
+    }
+    proc = subprocess.run(["bash", str(ROOT / "scripts/gpu-session.sh")], env=full, capture_output=True, text=True)
+    return proc, root / "out"
+
+
+def test_gpu_session_script_returns_what_the_device_tool_can_carry_back(tg, data: Path, tmp_path: Path) -> None:
+    from invdn.models.weights import load_file_model, shipped_path
+
+    proc, out = _session(tmp_path, data, "ok")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert len(files) <= 8 and all(p.stat().st_size < 16 << 20 for p in files)  # the device tool's limits
+    assert all(len(p.relative_to(out).parts) <= 3 for p in files)  # at most two folders down
+    assert "end of piece: step 1/8000" in proc.stdout
+    for model in ("invdn", "danet-r"):
+        path = tg.export(out / model / "weights", tmp_path / f"{model}.safetensors", "float32")
+        got, shipped = load_file_model(path), load_file_model(shipped_path(model))
+        assert got.model_args == shipped.model_args and got.weights_meta["step"] == "1"
+        want = shipped.state_dict()
+        assert any(not torch.equal(t, want[k].float()) for k, t in got.state_dict().items())  # it trained
+
+    bad, out = _session(tmp_path, data, "bad", MODELS="invdn", DATA=str(tmp_path / "nothing"))
+    assert bad.returncode == 1 and "invdn: FAILED" in bad.stdout
+    assert (out / "logs.tgz").exists()  # the logs come back even so
+
+
+def test_gpu_prepare_fills_what_a_device_call_can_carry(tmp_path: Path) -> None:
+    prep = load_script("scripts/gpu-prepare.py", "gpu_prepare")
+    files = []
+    for i in range(10):
+        f = tmp_path / "sizes" / f"{i}.jpg"
+        f.parent.mkdir(exist_ok=True)
+        f.write_bytes(b"x" * 100)
+        files.append(f)
+    assert prep.evenly_spaced(files, 1000) == files
+    picked = prep.evenly_spaced(files, 450)  # room for 4 of 10: spread over the whole list
+    assert [p.name for p in picked] == ["0.jpg", "2.jpg", "5.jpg", "7.jpg"]
+    assert prep.evenly_spaced(files, 50) == []
+
+    datasets = tmp_path / "datasets"
+    for name, count in (("Train400", 3), ("CBSD432", 8)):
+        (datasets / name).mkdir(parents=True)
+        for i in range(count):
+            (datasets / name / f"{i:02d}.png").write_bytes(b"y" * 1000)
+    tree = prep.travelling_bytes(ROOT)
+    assert tree > 0
+    out = tmp_path / "gpu"
+    # room for Train400 and 4 of the 8 colour images, after the working tree and the margin
+    limit = (tree + 3000 + 4500) / (1 << 20) + 1.0
+    got = prep.main(["--datasets", str(datasets), "--out", str(out), "--limit-mib", str(limit), "--margin-mib", "1"])
+    assert got["grey"] == 3 and got["colour"] == 4
+    assert sorted(p.name for p in (out / "CBSD432").iterdir()) == ["00.png", "02.png", "04.png", "06.png"]
+    assert "CBSD432 4/8" in (out / "SUBSET.txt").read_text()
+    with pytest.raises(SystemExit, match="no room for Train400"):
+        prep.main(["--datasets", str(datasets), "--out", str(out), "--limit-mib", str(tree / (1 << 20))])

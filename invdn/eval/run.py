@@ -70,7 +70,7 @@ class EvalResults:
         return sum(s.cached for s in self.scores)
 
 
-def _is_grey_folder(root: Path) -> bool:
+def is_grey_folder(root: Path) -> bool:
     """True if the folder's first image is grey (one channel, or RGB with equal channels)."""
     arr = read_image(list_images(root)[0])  # as the datasets read it: one channel comes replicated to three
     return bool((arr[..., 0] == arr[..., 1]).all() and (arr[..., 1] == arr[..., 2]).all())
@@ -165,7 +165,7 @@ def _register(results: EvalResults, method: Method) -> None:
 
 def _evaluate_synthetic(run: _Run, root: Path) -> None:
     config, results = run.config, run.results
-    grey = config.grey == "on" or (config.grey == "auto" and _is_grey_folder(root))
+    grey = config.grey == "on" or (config.grey == "auto" and is_grey_folder(root))
     name = _unique_name(root, results.datasets)
     conditions = [Condition(f"σ={s:g}", f"awgn:{s:g}", float(s)) for s in config.sigmas]
     conditions += [Condition(spec, make_noise(spec).spec, None) for spec in config.noises]
