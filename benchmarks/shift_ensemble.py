@@ -3,8 +3,9 @@
 InvDN-LC encodes blocks of 4x4 pixels (two Haar steps), so its estimate depends on where that grid falls on the
 image: shifting the input by (d, d) pixels for d = 0..3 and shifting each output back gives four estimates to
 average (cycle spinning, Coifman and Donoho 1995). The x8 flip/rotation ensemble (`--ensemble`) gives eight; both
-together give 32. This measures each average on the noisy images that `invdn eval` uses (seeded AWGN, saved to 8
-bits, grey folders read as one channel and replicated to three, the output averaged back), whole images, float32:
+together give 32. This measures each average on the noisy images that `invdn eval --clip8` uses (seeded AWGN,
+saved to 8 bits, grey folders read as one channel and replicated to three, the output averaged back), whole
+images, float32:
 
     python benchmarks/texture_set.py runs/texture
     python benchmarks/shift_ensemble.py --dataset runs/texture --sigma 25 [--model invdn] [--weights FILE] [--json]

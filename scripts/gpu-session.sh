@@ -13,7 +13,8 @@
 #   python scripts/train_gpu.py --export FILES_AT/invdn/weights --out runs/gpu-invdn.safetensors
 #   python scripts/train_gpu.py --export FILES_AT/danet-r/weights --out runs/gpu-danet-r.safetensors --dtype float16
 #
-# Environment (defaults in brackets): MINUTES per model [4], MODELS ["invdn danet-r"], DATA [.gpu/data],
+# Environment (defaults in brackets): MINUTES per model [4], MODELS: invdn, danet-r or both ["invdn danet-r"] (a third
+#   model would overrun the 8 files that come back), DATA [.gpu/data],
 #   RUNS [runs/gpu: git-ignored and not carried, so kept between calls while the machine stays warm], OUT [$OUT],
 #   DEVICE [cuda], TOTAL_STEPS: cosine length of each run [8000],
 #   LR_INVDN [1e-4], LR_DANET [5e-5] (lower than from scratch: the runs continue trained weights),
@@ -34,15 +35,21 @@ failed=0
 for model in $MODELS; do
   run=$RUNS/$model
   case $model in
+    invdn) lr=${LR_INVDN:-1e-4}; init=${INIT_INVDN:-} ;;
     danet-r) lr=${LR_DANET:-5e-5}; init=${INIT_DANET:-} ;;
-    *) lr=${LR_INVDN:-1e-4}; init=${INIT_INVDN:-} ;;
+    *) echo "== $model: not trained here (MODELS takes invdn and danet-r)"; failed=1; continue ;;
   esac
-  start=()
+  start=(); how="resuming $run (its saved lr and schedule win)"
   if [ ! -f "$run/checkpoint/index.json" ]; then  # a new run: from the shipped (or given) weights
-    start=(--init-from "${init:-$(shipped "$model")}")
+    init=${init:-$(shipped "$model")}
+    if [ -z "$init" ] || [ ! -f "$init" ]; then
+      echo "== $model: FAILED: no weights file to start from (${init:-the shipped one did not load})"
+      failed=1; continue
+    fi
+    start=(--init-from "$init"); how="new run from $init, lr $lr over $TOTAL_STEPS steps"
   fi
   mkdir -p "$OUT/$model" "$run"
-  echo "== $model: ${start[*]:-resuming $run}, lr $lr, $MINUTES min"
+  echo "== $model: $how, $MINUTES min"
   # shellcheck disable=SC2086  # EXTRA is a list of options
   if ! $PY scripts/train_gpu.py --model "$model" --data "$DATA/CBSD432" --data "$DATA/Train400" --run "$run" \
       --device "$DEVICE" --minutes "$MINUTES" --total-steps "$TOTAL_STEPS" --lr "$lr" "${start[@]}" $EXTRA \
@@ -52,6 +59,10 @@ for model in $MODELS; do
   fi
   if [ -d "$run/weights" ]; then cp -r "$run/weights" "$OUT/$model/"; fi
 done
-tar -C "$RUNS" -czf "$OUT/logs.tgz" --ignore-failed-read $(cd "$RUNS" && ls -d */console.log */log.jsonl 2>/dev/null)
+logs=()
+for model in $MODELS; do
+  for f in console.log log.jsonl; do [ -f "$RUNS/$model/$f" ] && logs+=("$model/$f"); done
+done
+if [ ${#logs[@]} -gt 0 ]; then tar -C "$RUNS" -czf "$OUT/logs.tgz" "${logs[@]}"; fi
 ls -laR "$OUT"
 exit $failed

@@ -2,6 +2,9 @@
 # One-shot GPU training of InvDN and DANet-R on the same data, noise, batch, patch and number of steps.
 # For training one registry model in resumable pieces of <= 10 minutes (sharded checkpoints under 16 MiB, data and
 # noise on the device, bf16, channels-last, optional torch.compile, auto batch), use scripts/train_gpu.py.
+# On a lent GPU, scripts/gpu-prepare.py (data that fits the 64 MiB a call carries) and scripts/gpu-session.sh (one
+# call, both models from the shipped weights) run it; this older script needs DATA/val/ as well and is kept for the
+# side-by-side runs that made the v2 weights.
 #
 # Usage: bash scripts/train-gpu.sh DEVICE STEPS BUDGET_S WORKERS OUTDIR
 #   STEPS: steps for both models, or "auto": time 40 InvDN steps first and size the run so that InvDN (the slower

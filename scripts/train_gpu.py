@@ -5,31 +5,35 @@
         [--bf16/--no-bf16] [--channels-last/--no-channels-last] [--compile] [--steps N] [--shard-mib 15]
     python scripts/train_gpu.py --export RUN_DIR --out weights.safetensors [--dtype float16]
 
-Each invocation takes at most ``--minutes`` of wall time, setup (decoding the images, sizing the batch, loading
-the checkpoint) and the final checkpoint (``--reserve-s``, at most a quarter of the piece) included, or stops after
+Each invocation takes at most ``--minutes`` of wall time, setup (decoding the images, sizing the batch, loading the
+checkpoint) and the final checkpoint (``--reserve-s``, at most a quarter of the piece) included, or stops after
 ``--steps`` steps. It writes RUN_DIR/checkpoint/: the weights of every trained module and the optimiser state (Adam
-moments and step counts) as safetensors shards of at most ``--shard-mib`` MiB each (tensors larger than that are
-split), plus index.json (tensor -> shard parts, shapes, dtypes, optimiser hyper-parameters, step, configuration).
-The next invocation with the same RUN_DIR resumes from it: same step count, same optimiser moments, same
-learning-rate schedule (cosine over ``--total-steps``); the run's saved settings (model, noise, patch, batch,
-total steps, seed, lr) win over the command line's. A checkpoint is written to checkpoint.tmp/ and renamed, so a
-piece killed at any moment leaves the last one intact. RUN_DIR/weights/ holds the module weights alone (same
-shards): ``--warm-from RUN_DIR/weights`` starts a new run from them with fresh Adam moments, the schedule continuing
-at their step and the learning rate ramping up over ``--warmup-steps`` (a warm restart, not bit-exact; for when
-only the weights can travel to a fresh machine). ``--init-from FILE`` starts a new run from an ordinary weights
-file instead (the shipped ones in ``weights/``, or a cleaner deepened by ``invdn.models.latent_clean.deepen``): the
-file's architecture (its ``model_args``, kept in the checkpoint for later pieces and ``--export``) and weights, fresh
-Adam moments, the schedule from step 0 with the learning rate ramping up over ``--warmup-steps``, as ``invdn train
---init-from``. ``--export`` reassembles the main module into one ordinary
-weights file (``invdn.models.weights.save``).
+moments and step counts) as safetensors shards of at most ``--shard-mib`` MiB each (tensors larger than that are split),
+plus index.json (tensor -> shard parts, shapes, dtypes, optimiser hyper-parameters, step, configuration). The next
+invocation with the same RUN_DIR resumes from it: same step count, same optimiser moments, same learning-rate schedule
+(cosine over ``--total-steps``); the run's saved settings (``CONFIG_KEYS``: model and its architecture, noise, patch,
+batch, total steps, seed, lr, warm-up) win over the command line's. A checkpoint is written to checkpoint.tmp/ and
+renamed, so a piece killed at any moment leaves the last one intact. RUN_DIR/weights/ holds the module weights alone
+(same shards): ``--warm-from RUN_DIR/weights`` starts a new run from them with fresh Adam moments, the schedule
+continuing at their step and the learning rate ramping up over ``--warmup-steps`` (a warm restart, not bit-exact; for
+when only the weights can travel to a fresh machine). ``--init-from FILE`` starts a new run from an ordinary weights
+file instead (the shipped ones in ``weights/``, or a cleaner deepened by ``invdn.models.latent_clean.deepen``): its
+weights and, for InvDN-LC, its architecture (its ``model_args``, kept in the checkpoint for later pieces and
+``--export``; the other models have one architecture), fresh Adam moments, the schedule from step 0 with the learning
+rate ramping up over ``--warmup-steps`` (``invdn train --init-from`` has no ramp). ``--export`` reassembles the main
+module into one ordinary weights file (``invdn.models.weights.save``).
 
 On a lent GPU machine (commands run in a copy of the working tree; the tree and the carried ignored paths at most
 64 MiB in all): ``scripts/gpu-prepare.py`` fills the git-ignored .gpu/data/ with what fits, and
 ``scripts/gpu-session.sh`` (carry ``.gpu``) runs one piece of each model per call, from the shipped weights, with its
 runs under the git-ignored, uncarried runs/gpu/. While the machine stays warm, runs/gpu/ stays between calls and each
 piece resumes bit-exactly from checkpoint/ (measured on CPU: InvDN-LC 24.0 MB, InvDN (paper) 32.0 MB, DANet-R 109.9
-MB); a carried path is replaced at every call, so runs must not live under .gpu/. A fresh machine has only what is
-carried: the data and the weights/ folder that came back (a third of those sizes), hence ``--warm-from``.
+MB); a carried path is replaced at every call, so runs must not live under .gpu/, and gpu-prepare.py must not be
+rerun between such calls (its subset depends on the tree's size). A fresh machine has only what is carried. With the
+data filling the 64 MiB, a later session starts again from weights files: an export of what came back, put under
+.gpu/ before gpu-prepare.py runs (it counts everything under .gpu/) and named by gpu-session.sh's INIT_INVDN /
+INIT_DANET, the schedule from step 0. ``--warm-from`` a weights/ folder (a third of the checkpoint sizes above)
+continues the schedule instead, where the folder fits beside the data.
 
 Speed: the training images are decoded once into one uint8 tensor in device memory; each step crops, flips and
 rotates its batch there with one gather, and synthesises the noise there (``invdn.training.noise``, seeded per step on a
@@ -197,8 +201,8 @@ def init_from_file(task, path: Path) -> None:
 
     src = load_file_model(path)
     main = task.modules["main"]
-    if src.model_type != main.model_type:
-        raise SystemExit(f"--init-from {path} holds {src.model_type} weights; this run trains {main.model_type}")
+    if src.model_args != main.model_args:  # a model whose task builds one architecture only
+        raise SystemExit(f"--init-from {path}: architecture {src.model_args}, this run trains {main.model_args}")
     main.load_state_dict(src.state_dict())  # a float16 file is cast to the module's float32
 
 
@@ -456,9 +460,12 @@ def main(argv: list[str] | None = None) -> dict:
     if saved is not None:  # a later piece: the run's settings win over the command line's
         for key in CONFIG_KEYS:
             setattr(args, key, saved["config"].get(key, getattr(args, key)))
-    elif args.init_from is not None:
-        from invdn.models.weights import read_model_args
+    elif args.init_from is not None:  # checked before any data is decoded: a wrong file costs no device time
+        from invdn.models.weights import read_metadata, read_model_args
 
+        held, trains = read_metadata(args.init_from).get("model_type"), registry.get(args.model).model_type
+        if held != trains:
+            raise SystemExit(f"--init-from {args.init_from} holds {held} weights; this run trains {trains}")
         args.model_args = read_model_args(args.init_from)
     elif args.warm_from is not None:  # the architecture the weights were trained in
         args.model_args = json.loads((args.warm_from / "index.json").read_text())["meta"]["config"].get("model_args")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -162,7 +164,7 @@ def test_bf16_couplings_keep_float32_scale_and_shift() -> None:
     assert s.dtype == g.dtype == y.dtype == torch.float32
 
 
-def test_init_from_a_weights_file_keeps_its_architecture(tg, data: Path, tmp_path: Path) -> None:
+def test_init_from_a_weights_file_keeps_its_architecture(tg, data: Path, tmp_path: Path, capsys) -> None:
     from invdn.models.invdn import InvDN
     from invdn.models.latent_clean import InvDNLC, InvDNLCConfig, deepen
     from invdn.models.weights import load_file_model, save
@@ -201,8 +203,9 @@ def test_init_from_a_weights_file_keeps_its_architecture(tg, data: Path, tmp_pat
     paper = save(InvDN(), tmp_path / "paper.safetensors")
     with pytest.raises(SystemExit, match="holds invdn weights; this run trains invdn-lc"):
         tg.main(common + ["--run", str(tmp_path / "wrong"), "--init-from", str(paper), "--steps", "0"])
-    with pytest.raises(SystemExit):  # argparse: two sources of starting weights
+    with pytest.raises(SystemExit) as exc:  # argparse: two sources of starting weights
         tg.main(common + ["--run", str(tmp_path / "both"), "--init-from", str(init), "--warm-from", str(run)])
+    assert exc.value.code == 2 and "give one" in capsys.readouterr().err
 
 
 def _session(tmp_path: Path, data: Path, name: str, **env: str):
@@ -212,7 +215,7 @@ def _session(tmp_path: Path, data: Path, name: str, **env: str):
 
     root = tmp_path / name
     for sub in ("CBSD432", "Train400"):  # the layout the session script reads
-        (root / "data" / sub).mkdir(parents=True)
+        (root / "data" / sub).mkdir(parents=True, exist_ok=True)
         for p in data.iterdir():
             (root / "data" / sub / p.name).write_bytes(p.read_bytes())
     full = {
@@ -236,8 +239,13 @@ def test_gpu_session_script_returns_what_the_device_tool_can_carry_back(tg, data
     assert proc.returncode == 0, proc.stdout + proc.stderr
     files = [p for p in out.rglob("*") if p.is_file()]
     assert len(files) <= 8 and all(p.stat().st_size < 16 << 20 for p in files)  # the device tool's limits
-    assert all(len(p.relative_to(out).parts) <= 3 for p in files)  # at most two folders down
-    assert "end of piece: step 1/8000" in proc.stdout
+    assert sum(p.stat().st_size for p in files) <= 64 << 20
+    for p in files:  # at most two folders down, names of letters, digits, '.', '_' and '-'
+        parts = p.relative_to(out).parts
+        assert len(parts) <= 3 and all(re.fullmatch(r"[A-Za-z0-9._-]+", part) for part in parts), parts
+    with tarfile.open(out / "logs.tgz") as tar:
+        assert set(tar.getnames()) == {f"{m}/{f}" for m in ("invdn", "danet-r") for f in ("console.log", "log.jsonl")}
+    assert proc.stdout.count("end of piece: step 1/8000") == 2 and "new run from" in proc.stdout
     for model in ("invdn", "danet-r"):
         path = tg.export(out / model / "weights", tmp_path / f"{model}.safetensors", "float32")
         got, shipped = load_file_model(path), load_file_model(shipped_path(model))
@@ -245,9 +253,15 @@ def test_gpu_session_script_returns_what_the_device_tool_can_carry_back(tg, data
         want = shipped.state_dict()
         assert any(not torch.equal(t, want[k].float()) for k, t in got.state_dict().items())  # it trained
 
-    bad, out = _session(tmp_path, data, "bad", MODELS="invdn", DATA=str(tmp_path / "nothing"))
-    assert bad.returncode == 1 and "invdn: FAILED" in bad.stdout
-    assert (out / "logs.tgz").exists()  # the logs come back even so
+    again, _ = _session(tmp_path, data, "ok", MODELS="invdn")  # a second call while the machine stays warm
+    assert (
+        again.returncode == 0 and "resuming at step 1" in again.stdout and "end of piece: step 2/8000" in again.stdout
+    )
+
+    bad, out = _session(tmp_path, data, "bad", MODELS="invdn paper", DATA=str(tmp_path / "nothing"))
+    assert bad.returncode == 1 and "invdn: FAILED" in bad.stdout and "paper: not trained here" in bad.stdout
+    with tarfile.open(out / "logs.tgz") as tar:  # the logs come back even so
+        assert "invdn/console.log" in tar.getnames()
 
 
 def test_gpu_prepare_fills_what_a_device_call_can_carry(tmp_path: Path) -> None:
@@ -269,13 +283,18 @@ def test_gpu_prepare_fills_what_a_device_call_can_carry(tmp_path: Path) -> None:
         for i in range(count):
             (datasets / name / f"{i:02d}.png").write_bytes(b"y" * 1000)
     tree = prep.travelling_bytes(ROOT)
-    assert tree > 0
-    out = tmp_path / "gpu"
-    # room for Train400 and 4 of the 8 colour images, after the working tree and the margin
-    limit = (tree + 3000 + 4500) / (1 << 20) + 1.0
-    got = prep.main(["--datasets", str(datasets), "--out", str(out), "--limit-mib", str(limit), "--margin-mib", "1"])
-    assert got["grey"] == 3 and got["colour"] == 4
+    carried = tmp_path / "carry"
+    out = carried / "data"
+    (carried / "init.safetensors").parent.mkdir()
+    (carried / "init.safetensors").write_bytes(b"w" * 2000)  # carried too: counted against the limit
+    (out / "old").mkdir(parents=True)
+    (out / "old" / "stale.png").write_bytes(b"s" * 10**6)  # replaced by this run: not counted
+    # room for Train400 and 4 of the 8 colour images, after the working tree, the other carried file and the margin
+    limit = (tree + 2000 + 3000 + 4500) / (1 << 20) + 1.0
+    args = ["--datasets", str(datasets), "--out", str(out), "--carried", str(carried), "--margin-mib", "1"]
+    got = prep.main(args + ["--limit-mib", str(limit)])
+    assert got["grey"] == 3 and got["colour"] == 4 and not (out / "old").exists()
     assert sorted(p.name for p in (out / "CBSD432").iterdir()) == ["00.png", "02.png", "04.png", "06.png"]
     assert "CBSD432 4/8" in (out / "SUBSET.txt").read_text()
     with pytest.raises(SystemExit, match="no room for Train400"):
-        prep.main(["--datasets", str(datasets), "--out", str(out), "--limit-mib", str(tree / (1 << 20))])
+        prep.main(args + ["--limit-mib", str((tree + 2000) / (1 << 20) + 1.0)])
