@@ -5,8 +5,8 @@
 # into OUT/logs.tgz: 7 files for both models, inside the tool's limit of 8 files of 16 MiB.
 #
 # Prepare here, after the last commit before the call (the weights travel with the working tree, 64 MiB in all):
-#   python scripts/gpu-prepare.py     # .gpu/data/: Train400 whole, the CBSD432 images that fit (229 of 432 at 38.5
-#                                     # MiB of tree), evenly spaced; it prints what it took
+#   python scripts/gpu-prepare.py     # .gpu/data/: Train400 whole, the CBSD432 images that fit (about half of
+#                                     # them beside today's 38.6 MiB tree), evenly spaced; it prints what it took
 # The call (device tool: carry [".gpu"], timeout_s 600):
 #   bash scripts/gpu-session.sh
 # Back here, for each model (DANet-R ships in float16), then gate it (benchmarks/gate.sh):
