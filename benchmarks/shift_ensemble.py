@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from invdn.eval.metrics import psnr, quantize8
 from invdn.eval.run import is_grey_folder
-from invdn.models.geometry import dihedral
+from invdn.models.geometry import dihedral_average
 from invdn.training.data import FullImageFolder
 from invdn.training.noise import clip8
 
@@ -35,17 +35,18 @@ DIAGONAL = tuple((d, d) for d in range(4))  # one shift per phase of the 4x4 gri
 
 
 def shifted_average(model: nn.Module, x: Tensor, shifts: tuple[tuple[int, int], ...], flips: int) -> Tensor:
-    """Mean of model(x) over `flips` dihedral transforms (1 or 8) and the given (dy, dx) shifts, each mapped back.
+    """Mean of model(x) over `flips` dihedral transforms (1 or 8: `geometry.dihedral_average`, the `--ensemble` of
+    every model) and the given (dy, dx) shifts, each mapped back.
 
     A shift pads the top and left by reflection and crops the same rows and columns off the output."""
+    if flips not in (1, 8):
+        raise ValueError(f"flips is 1 or 8, not {flips}")
     height, width = x.shape[-2:]
     total = torch.zeros_like(x)
-    for k in range(flips):
-        for dy, dx in shifts:
-            moved = F.pad(x, (dx, 0, dy, 0), mode="reflect") if dy or dx else x
-            out = dihedral(model(dihedral(moved, k)), k, inverse=True)
-            total += out[..., dy : dy + height, dx : dx + width]
-    return total / (flips * len(shifts))
+    for dy, dx in shifts:
+        moved = F.pad(x, (dx, 0, dy, 0), mode="reflect") if dy or dx else x
+        total += dihedral_average(moved, flips == 8, model)[..., dy : dy + height, dx : dx + width]
+    return total / len(shifts)
 
 
 VARIANTS: dict[str, tuple[tuple[tuple[int, int], ...], int]] = {
